@@ -1,0 +1,304 @@
+//! What each subcommand does; printing is the only logic that lives here.
+
+use crate::Output;
+use anyhow::Context;
+use cascade_client::Client;
+use cascade_core::api::{AddMemberRequest, SubmitBuildRequest};
+use cascade_core::{CommitSha, Job, JobId, JobStatus, Region, RepoUrl, ServiceName};
+use clap::Subcommand;
+use serde::Serialize;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `cascade cluster …`
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Initialize the cluster with the node at --server and the voters in its config.
+    Init,
+    /// Show members, roles, regions, leader and lag.
+    Status,
+    /// Add a learner (a read replica, typically one per region).
+    AddLearner {
+        /// New node's id.
+        #[arg(long)]
+        id: u64,
+        /// Its host:port.
+        #[arg(long)]
+        addr: String,
+        /// Its region.
+        #[arg(long)]
+        region: Region,
+    },
+    /// Add a voter (added as a learner first, promoted once caught up).
+    AddVoter {
+        /// New node's id.
+        #[arg(long)]
+        id: u64,
+        /// Its host:port.
+        #[arg(long)]
+        addr: String,
+        /// Its region.
+        #[arg(long)]
+        region: Region,
+    },
+}
+
+/// `cascade build …`
+#[derive(Subcommand)]
+pub enum BuildCommand {
+    /// Queue a build of one commit.
+    Submit {
+        /// Git repository (URL or absolute path).
+        #[arg(long)]
+        repo: RepoUrl,
+        /// Full 40-character commit SHA.
+        #[arg(long)]
+        commit: CommitSha,
+        /// Service the artifact is for.
+        #[arg(long)]
+        service: ServiceName,
+        /// Wait until the build ends; exit 0 only if it succeeded.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// List builds, newest first.
+    List {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<ServiceName>,
+        /// Only this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one build.
+    Show {
+        /// Build id.
+        id: u64,
+    },
+    /// Cancel a queued or running build.
+    Cancel {
+        /// Build id.
+        id: u64,
+    },
+}
+
+fn client(server: &str, token: &str) -> anyhow::Result<Client> {
+    Ok(Client::new(&[server.to_string()], token)?)
+}
+
+fn print<T: Serialize>(
+    output: Output,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Human => println!("{}", human(value)),
+    }
+    Ok(())
+}
+
+/// `cascade node --config FILE`
+pub async fn run_node(config: &Path) -> anyhow::Result<ExitCode> {
+    let config = cascade_raft_node::NodeConfig::load(config)?;
+    cascade_raft_node::server::run(config, cascade_raft_node::server::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cascade cluster …`
+pub async fn cluster(
+    server: &str,
+    token: &str,
+    output: Output,
+    cmd: ClusterCommand,
+) -> anyhow::Result<ExitCode> {
+    let client = client(server, token)?;
+    match cmd {
+        ClusterCommand::Init => {
+            let answer = client.cluster_init().await.context("cluster init failed")?;
+            print(output, &answer, |_| "cluster initialized".to_string())?;
+        }
+        ClusterCommand::Status => {
+            let status = client.cluster_status().await?;
+            print(output, &status, |s| {
+                let mut out = format!("leader: {:?}  term: {}\n", s.leader, s.term);
+                out.push_str(&format!(
+                    "{:<4} {:<22} {:<8} {:<8} {:>10} {:>6}\n",
+                    "id", "addr", "region", "role", "matched", "lag"
+                ));
+                for m in &s.members {
+                    let matched = m.matched_index.map_or("-".into(), |i| i.to_string());
+                    let lag = m.lag.map_or("-".into(), |i| i.to_string());
+                    out.push_str(&format!(
+                        "{:<4} {:<22} {:<8} {:<8} {:>10} {:>6}\n",
+                        m.id, m.addr, m.region, m.role, matched, lag
+                    ));
+                }
+                out.trim_end().to_string()
+            })?;
+        }
+        ClusterCommand::AddLearner { id, addr, region } => {
+            let answer = client
+                .add_member(&AddMemberRequest {
+                    id,
+                    addr,
+                    region,
+                    voter: false,
+                })
+                .await?;
+            print(output, &answer, |_| format!("node {id} added as learner"))?;
+        }
+        ClusterCommand::AddVoter { id, addr, region } => {
+            let answer = client
+                .add_member(&AddMemberRequest {
+                    id,
+                    addr,
+                    region,
+                    voter: true,
+                })
+                .await?;
+            print(output, &answer, |_| format!("node {id} added as voter"))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn job_line(job: &Job) -> String {
+    let detail = match &job.status {
+        JobStatus::Running {
+            worker, attempt, ..
+        } => format!("on {worker} (attempt {attempt})"),
+        JobStatus::Succeeded { artifact } => {
+            format!("artifact {} ({} bytes)", artifact.digest, artifact.size)
+        }
+        JobStatus::Failed { reason } => reason.clone(),
+        JobStatus::Cancelled { by } => format!("by {by}"),
+        JobStatus::Queued => String::new(),
+    };
+    format!(
+        "{:>6}  {:<10} {:<16} {}  {}",
+        job.id,
+        job.status.name(),
+        job.service,
+        &job.commit.as_str()[..12],
+        detail
+    )
+}
+
+/// `cascade build …`
+pub async fn build(
+    server: &str,
+    token: &str,
+    output: Output,
+    cmd: BuildCommand,
+) -> anyhow::Result<ExitCode> {
+    let client = client(server, token)?;
+    match cmd {
+        BuildCommand::Submit {
+            repo,
+            commit,
+            service,
+            follow,
+        } => {
+            let job = client
+                .submit_build(&SubmitBuildRequest {
+                    repo,
+                    commit,
+                    service,
+                })
+                .await?;
+            if !follow {
+                print(output, &job, job_line)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("build {} queued; following", job.id);
+            let job = follow_build(&client, job.id).await?;
+            print(output, &job, job_line)?;
+            return Ok(exit_for(&job));
+        }
+        BuildCommand::List {
+            service,
+            status,
+            limit,
+        } => {
+            let list = client
+                .list_builds(None, limit, service.as_ref(), status.as_deref())
+                .await?;
+            print(output, &list, |l| {
+                l.builds.iter().map(job_line).collect::<Vec<_>>().join("\n")
+            })?;
+        }
+        BuildCommand::Show { id } => {
+            let job = client.get_build(JobId(id)).await?;
+            print(output, &job, |j| {
+                let mut out = job_line(j);
+                for event in &j.timeline {
+                    out.push_str(&format!("\n    {}  {}", event.at.0, event.what));
+                }
+                out
+            })?;
+        }
+        BuildCommand::Cancel { id } => {
+            let job = client.cancel_build(JobId(id)).await?;
+            print(output, &job, job_line)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Polls a build until it reaches a final status.
+async fn follow_build(client: &Client, id: JobId) -> anyhow::Result<Job> {
+    let mut last = String::new();
+    loop {
+        let job = client.get_build(id).await?;
+        if job.status.name() != last {
+            last = job.status.name().to_string();
+            eprintln!("build {id}: {last}");
+        }
+        if job.status.is_terminal() {
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn exit_for(job: &Job) -> ExitCode {
+    match &job.status {
+        JobStatus::Succeeded { .. } => ExitCode::SUCCESS,
+        JobStatus::Failed { reason } => {
+            eprintln!("build {} failed: {reason}", job.id);
+            ExitCode::FAILURE
+        }
+        other => {
+            eprintln!("build {} ended {}", job.id, other.name());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cascade status`
+pub async fn status(server: &str, token: &str, output: Output) -> anyhow::Result<ExitCode> {
+    let client = client(server, token)?;
+    let cluster = client.cluster_status().await?;
+    let queued = client.list_builds(None, 1, None, Some("queued")).await?;
+    let running = client.list_builds(None, 500, None, Some("running")).await?;
+    let summary = serde_json::json!({
+        "leader": cluster.leader,
+        "term": cluster.term,
+        "members": cluster.members.len(),
+        "builds_total": queued.total,
+        "running": running.builds.len(),
+        "workers": cluster.workers.len(),
+    });
+    print(output, &summary, |s| {
+        format!(
+            "leader {}  term {}  members {}  builds {}  running {}  workers {}",
+            s["leader"], s["term"], s["members"], s["builds_total"], s["running"], s["workers"]
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

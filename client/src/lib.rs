@@ -1,0 +1,470 @@
+//! Typed HTTP client for Cascade's `/api/v1`.
+//!
+//! Shared by the worker, the region agents and the CLI, so that nothing but the node links RocksDB. A client
+//! knows several node addresses: when one is unreachable or has no leader (503), it moves on to the next,
+//! with a bounded backoff, so callers ride through a leader failover without code of their own.
+
+use cascade_core::api::{
+    AddMemberRequest, AuditPage, BuildList, ClaimRequest, ClaimResponse, ClusterStatus,
+    DeployRequest, DeploymentStatus, DesiredVersions, ErrorBody, FailRequest, HeartbeatRequest,
+    SubmitBuildRequest, SucceedRequest, IDEMPOTENCY_KEY_HEADER,
+};
+use cascade_core::{Artifact, HeartbeatAck, Job, JobId, Lease, ServiceName, WorkerId};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("{status}: {detail} ({error})")]
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// Machine-readable kind.
+        error: String,
+        /// Explanation.
+        detail: String,
+    },
+    /// No server could be reached (or none had a leader) within the retry budget.
+    #[error("no Cascade node answered within {waited:?}; last error: {last}")]
+    Unavailable {
+        /// How long the client kept trying.
+        waited: Duration,
+        /// The last error seen.
+        last: String,
+    },
+    /// The answer could not be decoded.
+    #[error("unexpected answer from {url}: {detail}")]
+    Decode {
+        /// What was called.
+        url: String,
+        /// Why it could not be read.
+        detail: String,
+    },
+    /// The client was given no usable server address.
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The HTTP status, for errors the server answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client for one cluster.
+pub struct Client {
+    servers: Vec<String>,
+    token: String,
+    http: reqwest::Client,
+    /// Index of the server that answered last; tried first next time.
+    preferred: AtomicUsize,
+    /// How long one call keeps retrying across servers.
+    retry_budget: Duration,
+    idempotency_seq: AtomicU64,
+}
+
+enum Attempt {
+    Done(reqwest::Response),
+    Retry(String),
+}
+
+impl Client {
+    /// `servers` are base URLs (`http://host:port`) or `host:port`; `token` is a bearer token.
+    pub fn new(servers: &[String], token: &str) -> Result<Self, ClientError> {
+        let servers: Vec<String> = servers
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                if s.contains("://") {
+                    s.trim_end_matches('/').to_string()
+                } else {
+                    format!("http://{s}")
+                }
+            })
+            .collect();
+        if servers.is_empty() {
+            return Err(ClientError::Config(
+                "no server address given (use --server or CASCADE_SERVER)".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(Self {
+            servers,
+            token: token.to_string(),
+            http,
+            preferred: AtomicUsize::new(0),
+            retry_budget: Duration::from_secs(30),
+            idempotency_seq: AtomicU64::new(0),
+        })
+    }
+
+    /// Sets how long one call keeps retrying across servers before giving up.
+    pub fn with_retry_budget(mut self, budget: Duration) -> Self {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// The server URLs this client uses.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    async fn send_once(
+        &self,
+        server: &str,
+        method: &Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        headers: &[(&str, String)],
+        timeout: Duration,
+    ) -> Attempt {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{server}{path}"))
+            .bearer_auth(&self.token)
+            .timeout(timeout);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        match request.send().await {
+            Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                Attempt::Retry(format!("{server}: {}", error_text(response).await))
+            }
+            Ok(response) => Attempt::Done(response),
+            Err(e) => Attempt::Retry(format!("{server}: {e}")),
+        }
+    }
+
+    /// Sends a request, moving across servers on connection errors and 503s until the retry budget is spent.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        headers: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        let mut last = String::new();
+        let first = self.preferred.load(Ordering::Relaxed);
+        // Bounded by the retry budget; the attempt cap is a second guard.
+        for attempt in 0..1000usize {
+            let index = (first + attempt) % self.servers.len();
+            let server = &self.servers[index];
+            match self
+                .send_once(server, &method, path, body.as_ref(), headers, timeout)
+                .await
+            {
+                Attempt::Done(response) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Attempt::Retry(why) => last = why,
+            }
+            if started.elapsed() >= self.retry_budget {
+                break;
+            }
+            // After a full round over every server, back off before the next.
+            if (attempt + 1) % self.servers.len() == 0 {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        Err(ClientError::Unavailable {
+            waited: started.elapsed(),
+            last,
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        headers: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<Option<T>, ClientError> {
+        let response = self.send(method, path, body, headers, timeout).await?;
+        let status = response.status();
+        let url = response.url().to_string();
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(body) => ClientError::Api {
+                    status,
+                    error: body.error,
+                    detail: body.detail,
+                },
+                Err(_) => ClientError::Api {
+                    status,
+                    error: "http".into(),
+                    detail: text,
+                },
+            });
+        }
+        let bytes = response.bytes().await.map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            detail: e.to_string(),
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ClientError::Decode {
+                url,
+                detail: e.to_string(),
+            })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None, &[], Duration::from_secs(40))
+            .await?
+            .ok_or_else(|| no_body(path))
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = to_json(body)?;
+        self.call(Method::POST, path, Some(body), &[], Duration::from_secs(40))
+            .await?
+            .ok_or_else(|| no_body(path))
+    }
+
+    /// Queues a build. Retries after a failover return the same build (the call carries an idempotency key).
+    pub async fn submit_build(&self, request: &SubmitBuildRequest) -> Result<Job, ClientError> {
+        let key = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+            self.idempotency_seq.fetch_add(1, Ordering::Relaxed)
+        );
+        self.submit_build_with_key(request, &key).await
+    }
+
+    /// Queues a build under a caller-chosen idempotency key.
+    pub async fn submit_build_with_key(
+        &self,
+        request: &SubmitBuildRequest,
+        key: &str,
+    ) -> Result<Job, ClientError> {
+        let body = to_json(request)?;
+        let headers = [(IDEMPOTENCY_KEY_HEADER, key.to_string())];
+        self.call(
+            Method::POST,
+            "/api/v1/builds",
+            Some(body),
+            &headers,
+            Duration::from_secs(40),
+        )
+        .await?
+        .ok_or_else(|| no_body("/api/v1/builds"))
+    }
+
+    /// One page of builds, newest first.
+    pub async fn list_builds(
+        &self,
+        before: Option<JobId>,
+        limit: usize,
+        service: Option<&ServiceName>,
+        status: Option<&str>,
+    ) -> Result<BuildList, ClientError> {
+        let mut path = format!("/api/v1/builds?limit={limit}");
+        if let Some(before) = before {
+            path.push_str(&format!("&before={before}"));
+        }
+        if let Some(service) = service {
+            path.push_str(&format!("&service={service}"));
+        }
+        if let Some(status) = status {
+            path.push_str(&format!("&status={status}"));
+        }
+        self.get(&path).await
+    }
+
+    /// One build, from the answering node's replica.
+    pub async fn get_build(&self, id: JobId) -> Result<Job, ClientError> {
+        self.get(&format!("/api/v1/builds/{id}")).await
+    }
+
+    /// One build, reflecting every write acknowledged before the call.
+    pub async fn get_build_linearizable(&self, id: JobId) -> Result<Job, ClientError> {
+        self.get(&format!("/api/v1/builds/{id}?consistency=linearizable"))
+            .await
+    }
+
+    /// Cancels a queued build, or asks a running one to stop.
+    pub async fn cancel_build(&self, id: JobId) -> Result<Job, ClientError> {
+        self.post(
+            &format!("/api/v1/builds/{id}/cancel"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
+    /// Claims the oldest queued job, waiting up to `wait` for one; `None` when nothing came.
+    pub async fn claim(
+        &self,
+        worker: &WorkerId,
+        wait: Duration,
+    ) -> Result<Option<ClaimResponse>, ClientError> {
+        let path = format!("/api/v1/jobs/claim?wait={}", wait.as_secs());
+        let body = to_json(&ClaimRequest {
+            worker: worker.clone(),
+        })?;
+        self.call(
+            Method::POST,
+            &path,
+            Some(body),
+            &[],
+            wait + Duration::from_secs(10),
+        )
+        .await
+    }
+
+    /// Tells the cluster the worker still holds `lease`.
+    pub async fn heartbeat(&self, lease: Lease) -> Result<HeartbeatAck, ClientError> {
+        self.post(
+            &format!("/api/v1/jobs/{}/heartbeat", lease.job),
+            &HeartbeatRequest {
+                attempt: lease.attempt,
+            },
+        )
+        .await
+    }
+
+    /// Reports success; call only after the artifact is uploaded.
+    pub async fn succeed(&self, lease: Lease, artifact: Artifact) -> Result<Job, ClientError> {
+        self.post(
+            &format!("/api/v1/jobs/{}/succeed", lease.job),
+            &SucceedRequest {
+                attempt: lease.attempt,
+                artifact,
+            },
+        )
+        .await
+    }
+
+    /// Reports failure; `retryable` for infrastructure trouble, false for a failing build.
+    pub async fn fail(
+        &self,
+        lease: Lease,
+        reason: &str,
+        retryable: bool,
+    ) -> Result<Job, ClientError> {
+        let body = FailRequest {
+            attempt: lease.attempt,
+            reason: reason.to_string(),
+            retryable,
+        };
+        self.post(&format!("/api/v1/jobs/{}/fail", lease.job), &body)
+            .await
+    }
+
+    /// Makes `build` the desired version of `service`.
+    pub async fn deploy(
+        &self,
+        service: &ServiceName,
+        build: JobId,
+    ) -> Result<cascade_core::state::DesiredVersion, ClientError> {
+        self.post(
+            "/api/v1/deployments",
+            &DeployRequest {
+                service: service.clone(),
+                build,
+            },
+        )
+        .await
+    }
+
+    /// A service's desired version, history and rollout.
+    pub async fn deployment(&self, service: &ServiceName) -> Result<DeploymentStatus, ClientError> {
+        self.get(&format!("/api/v1/deployments/{service}")).await
+    }
+
+    /// Every desired version, waiting up to `wait` for the replica to reach `min_index`.
+    pub async fn desired(
+        &self,
+        min_index: Option<u64>,
+        wait: Duration,
+    ) -> Result<DesiredVersions, ClientError> {
+        let path = match min_index {
+            Some(i) => format!("/api/v1/desired?min_index={i}&wait={}", wait.as_secs()),
+            None => "/api/v1/desired".to_string(),
+        };
+        self.get(&path).await
+    }
+
+    /// The cluster as the answering node (and its leader) sees it.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        self.get("/api/v1/cluster").await
+    }
+
+    /// Initializes the cluster on the first server.
+    pub async fn cluster_init(&self) -> Result<serde_json::Value, ClientError> {
+        self.post("/api/v1/cluster/init", &serde_json::json!({}))
+            .await
+    }
+
+    /// Adds a learner or voter.
+    pub async fn add_member(
+        &self,
+        request: &AddMemberRequest,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post("/api/v1/cluster/members", request).await
+    }
+
+    /// One page of the audit log, newest first.
+    pub async fn audit(&self, before: Option<u64>, limit: usize) -> Result<AuditPage, ClientError> {
+        let mut path = format!("/api/v1/audit?limit={limit}");
+        if let Some(b) = before {
+            path.push_str(&format!("&before={b}"));
+        }
+        self.get(&path).await
+    }
+}
+
+fn to_json<B: Serialize>(body: &B) -> Result<serde_json::Value, ClientError> {
+    serde_json::to_value(body)
+        .map_err(|e| ClientError::Config(format!("cannot encode request: {e}")))
+}
+
+fn no_body(path: &str) -> ClientError {
+    ClientError::Decode {
+        url: path.to_string(),
+        detail: "empty answer where a body was expected".into(),
+    }
+}
+
+async fn error_text(response: reqwest::Response) -> String {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => format!("{status}: {}", body.detail),
+        Err(_) => format!("{status}: {text}"),
+    }
+}

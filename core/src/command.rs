@@ -1,0 +1,208 @@
+//! The commands of the replicated log, what they return, and why they can be refused.
+
+use crate::ids::{
+    ClusterName, CommitSha, Digest, JobId, Principal, Region, RepoUrl, ServiceName, UnixMillis,
+    WorkerId,
+};
+use crate::job::{Artifact, Job, Lease};
+use crate::state::{ArtifactRecord, DesiredVersion, ReplicationStatus, RolloutCounts};
+use serde::{Deserialize, Serialize};
+
+/// One entry of the replicated log: a command, who issued it, and the leader's clock when it was accepted.
+///
+/// `at` is stamped by the leader before the entry is proposed, so `apply` never reads a clock and every
+/// replica computes the same state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Leader's wall clock when the command was proposed.
+    pub at: UnixMillis,
+    /// Who issued it (token name or worker id).
+    pub actor: Principal,
+    /// What to do.
+    pub command: Command,
+}
+
+/// Everything that changes the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Queue a build of one commit. A repeated `idempotency_key` returns the job it first created, so a
+    /// client may retry a submission whose answer it never saw without queueing the build twice.
+    SubmitBuild {
+        repo: RepoUrl,
+        commit: CommitSha,
+        service: ServiceName,
+        idempotency_key: Option<String>,
+    },
+    /// Hand the oldest queued job to `worker`.
+    Claim { worker: WorkerId },
+    /// A worker is still alive and still holds the lease.
+    Heartbeat { lease: Lease },
+    /// The build succeeded and its artifact is uploaded.
+    Succeed { lease: Lease, artifact: Artifact },
+    /// The build failed; `retryable` failures (infrastructure) are requeued while attempts remain.
+    Fail {
+        lease: Lease,
+        reason: String,
+        retryable: bool,
+    },
+    /// Requeue (or fail) running jobs whose last heartbeat is older than `timeout_ms` before `at`.
+    RequeueStale { timeout_ms: u64 },
+    /// Cancel a queued job now, or ask a running job's worker to stop.
+    Cancel { job: JobId },
+    /// Record how far an artifact's copy into a region's store has come.
+    RecordReplication {
+        digest: Digest,
+        region: Region,
+        status: ReplicationStatus,
+    },
+    /// Make a succeeded build the version every machine of `service` should run.
+    SetDesiredVersion { service: ServiceName, build: JobId },
+    /// A region manager's batched host counts for one cluster.
+    ReportRollout {
+        service: ServiceName,
+        generation: u64,
+        region: Region,
+        cluster: ClusterName,
+        counts: RolloutCounts,
+    },
+}
+
+impl Command {
+    /// Short name for logs, metrics and the audit log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::SubmitBuild { .. } => "submit_build",
+            Self::Claim { .. } => "claim",
+            Self::Heartbeat { .. } => "heartbeat",
+            Self::Succeed { .. } => "succeed",
+            Self::Fail { .. } => "fail",
+            Self::RequeueStale { .. } => "requeue_stale",
+            Self::Cancel { .. } => "cancel",
+            Self::RecordReplication { .. } => "record_replication",
+            Self::SetDesiredVersion { .. } => "set_desired_version",
+            Self::ReportRollout { .. } => "report_rollout",
+        }
+    }
+}
+
+/// A job handed to a worker together with the lease it must present from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedJob {
+    /// The job, now running.
+    pub job: Job,
+    /// The lease for this attempt.
+    pub lease: Lease,
+}
+
+/// What a heartbeat tells the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    /// The job was cancelled: stop the build now and report nothing else.
+    pub cancelled: bool,
+}
+
+/// What one stale-job scan did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleReport {
+    /// Jobs put back in the queue for another attempt.
+    pub requeued: Vec<JobId>,
+    /// Jobs that ran out of attempts.
+    pub failed: Vec<JobId>,
+    /// Jobs whose cancel was pending and whose worker went silent.
+    pub cancelled: Vec<JobId>,
+}
+
+/// The result of an accepted command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandOutput {
+    /// The job after the command.
+    Job(Job),
+    /// The claimed job, or `None` when nothing was queued.
+    Claimed(Option<ClaimedJob>),
+    /// Heartbeat accepted.
+    Heartbeat(HeartbeatAck),
+    /// What the stale scan did.
+    Stale(StaleReport),
+    /// The artifact's record after the replication update.
+    Replication(ArtifactRecord),
+    /// The new desired version.
+    Desired(DesiredVersion),
+    /// Rollout counts recorded.
+    RolloutRecorded,
+}
+
+/// Why a command was refused. A refused command changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum CommandError {
+    /// No job has that id.
+    #[error("no build with id {0}")]
+    UnknownJob(JobId),
+    /// The lease is not the job's running attempt.
+    #[error("lease for build {} attempt {} is stale: {current}; stop working on it", lease.job, lease.attempt)]
+    StaleLease {
+        /// The lease that was presented.
+        lease: Lease,
+        /// What the job is doing now.
+        current: String,
+    },
+    /// The job's status does not allow this command.
+    #[error("build {job} is {status}; {what}")]
+    WrongState {
+        /// The job.
+        job: JobId,
+        /// Its status name.
+        status: String,
+        /// What was refused and why.
+        what: String,
+    },
+    /// Only succeeded builds can be deployed.
+    #[error("build {job} cannot be deployed: it is {status}, and only a succeeded build can be deployed")]
+    NotDeployable {
+        /// The build.
+        job: JobId,
+        /// Its status name.
+        status: String,
+    },
+    /// The build belongs to a different service.
+    #[error("build {job} belongs to service {actual}, not {requested}")]
+    ServiceMismatch {
+        /// The build.
+        job: JobId,
+        /// Service asked for.
+        requested: ServiceName,
+        /// Service the build is of.
+        actual: ServiceName,
+    },
+    /// No artifact with that digest was ever produced.
+    #[error("no artifact with digest {0}")]
+    UnknownArtifact(Digest),
+    /// A rollout report names a generation that was never set.
+    #[error("service {service} has no generation {generation} (latest is {latest})")]
+    UnknownGeneration {
+        /// The service.
+        service: ServiceName,
+        /// Generation reported.
+        generation: u64,
+        /// Latest generation, 0 if never deployed.
+        latest: u64,
+    },
+    /// Counts that cannot be true (parts larger than the total).
+    #[error("invalid rollout counts: {0}")]
+    InvalidCounts(String),
+}
+
+impl CommandError {
+    /// Machine-readable kind for the API's `error` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownJob(_) | Self::UnknownArtifact(_) => "not_found",
+            Self::StaleLease { .. } => "stale_lease",
+            Self::WrongState { .. } | Self::NotDeployable { .. } => "wrong_state",
+            Self::ServiceMismatch { .. } | Self::InvalidCounts(_) => "invalid_request",
+            Self::UnknownGeneration { .. } => "not_found",
+        }
+    }
+}
+
+/// The state machine's answer to one log entry.
+pub type CommandResult = Result<CommandOutput, CommandError>;

@@ -1,0 +1,165 @@
+//! Builds: submit, list, show, cancel.
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery};
+use super::{consistent_read, AppState, Caller, ReadParams};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cascade_core::api::{
+    BuildList, Role, SubmitBuildRequest, IDEMPOTENCY_KEY_HEADER, MAX_IDEMPOTENCY_KEY_BYTES,
+};
+use cascade_core::{Command, CommandOutput, JobId, ServiceName};
+use serde::Deserialize;
+
+/// Most builds one page returns.
+pub const MAX_PAGE: usize = 500;
+
+/// `POST /api/v1/builds`
+pub async fn submit(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SubmitBuildRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Builder)?;
+    let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+                return Err(ApiError::bad_request(format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} characters"
+                )));
+            }
+            Some(key.to_string())
+        }
+    };
+    let command = Command::SubmitBuild {
+        repo: body.repo,
+        commit: body.commit,
+        service: body.service,
+        idempotency_key,
+    };
+    match app.node.write(caller.name, command).await?? {
+        CommandOutput::Job(job) => Ok((StatusCode::CREATED, Json(job)).into_response()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Query of `GET /api/v1/builds`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only builds with a smaller id (the previous page's `next_before`).
+    pub before: Option<u64>,
+    /// Page size, at most [`MAX_PAGE`] (default 50).
+    pub limit: Option<usize>,
+    /// Only this service.
+    pub service: Option<String>,
+    /// Only this status (`queued`, `running`, `succeeded`, `failed`, `cancelled`).
+    pub status: Option<String>,
+    /// See [`ReadParams`].
+    pub consistency: Option<String>,
+    /// See [`ReadParams`].
+    pub min_index: Option<u64>,
+}
+
+/// `GET /api/v1/builds`: newest first, paged.
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListParams>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        )));
+    }
+    let service = q.service.map(ServiceName::parse).transpose()?;
+    const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+    if let Some(status) = &q.status {
+        if !STATUSES.contains(&status.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "status must be one of {STATUSES:?}"
+            )));
+        }
+    }
+    let params = ReadParams {
+        consistency: q.consistency,
+        min_index: q.min_index,
+    };
+    let before = JobId(q.before.unwrap_or(u64::MAX));
+    consistent_read(&app.node, &params, |view| {
+        let jobs = &view.state.jobs;
+        let mut builds = Vec::with_capacity(limit);
+        let mut next_before = None;
+        for job in jobs.range(..before).rev().map(|(_, job)| job) {
+            if service.as_ref().is_some_and(|s| &job.service != s)
+                || q.status.as_deref().is_some_and(|s| job.status.name() != s)
+            {
+                continue;
+            }
+            if builds.len() == limit {
+                next_before = builds.last().map(|j: &cascade_core::Job| j.id);
+                break;
+            }
+            builds.push(job.clone());
+        }
+        Ok(BuildList {
+            builds,
+            next_before,
+            total: jobs.len() as u64,
+        })
+    })
+    .await
+}
+
+/// `GET /api/v1/builds/{id}`
+pub async fn show(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<u64>,
+    ApiQuery(params): ApiQuery<ReadParams>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    consistent_read(&app.node, &params, |view| {
+        view.state
+            .jobs
+            .get(&JobId(id))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no build with id {id}")))
+    })
+    .await
+}
+
+/// `POST /api/v1/builds/{id}/cancel`
+pub async fn cancel(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Builder)?;
+    match app
+        .node
+        .write(caller.name, Command::Cancel { job: JobId(id) })
+        .await??
+    {
+        CommandOutput::Job(job) => Ok(Json(job).into_response()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// A command answered with an output of another kind: a bug, reported rather than hidden.
+pub(super) fn unexpected(output: CommandOutput) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("unexpected command output {output:?}"),
+    )
+}

@@ -1,0 +1,219 @@
+//! Cluster membership and status, the audit log, health and metrics.
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery};
+use super::{AppState, Caller};
+use crate::metrics::Snapshot;
+use crate::node::Node;
+use crate::types::NodeInfo;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cascade_core::api::{AddMemberRequest, AuditPage, ClusterMember, ClusterStatus, Role};
+use serde::Deserialize;
+use serde_json::json;
+
+/// This node's view of the cluster; on the leader it includes each member's replication lag.
+pub fn local_status(node: &Node) -> ClusterStatus {
+    let metrics = node.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let members = membership
+        .nodes()
+        .map(|(id, info)| {
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id))
+                .map(|m| m.map_or(0, |l| l.index));
+            let matched = if *id == node.id {
+                metrics.last_log_index
+            } else {
+                matched
+            };
+            ClusterMember {
+                id: *id,
+                addr: info.addr.clone(),
+                region: info.region.clone(),
+                role: if voters.contains(id) {
+                    "voter"
+                } else {
+                    "learner"
+                }
+                .to_string(),
+                matched_index: matched,
+                lag: matched.map(|m| last.saturating_sub(m)),
+            }
+        })
+        .collect();
+    let workers = node.read(|v| {
+        v.state
+            .workers
+            .iter()
+            .map(|(w, at)| (w.clone(), at.0))
+            .collect()
+    });
+    ClusterStatus {
+        node_id: node.id,
+        leader: metrics.current_leader,
+        term: metrics.current_term,
+        last_log_index: metrics.last_log_index,
+        applied_index: metrics.last_applied.map(|l| l.index),
+        members,
+        workers,
+    }
+}
+
+/// `GET /api/v1/cluster`: asks the leader for lag figures when this node is not the leader.
+pub async fn status(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let node = &app.node;
+    let mut status = local_status(node);
+    if !node.is_leader() {
+        if let Some(leader) = node.leader() {
+            // Lag is only known to the leader; keep this node's own figures if the leader does not answer.
+            if let Ok(from_leader) = node.leader_status(&leader.1.addr).await {
+                status.members = from_leader.members;
+            }
+        }
+    }
+    Ok(Json(status).into_response())
+}
+
+/// `POST /api/v1/cluster/init`: initializes the cluster with this node and the voters in its config.
+pub async fn init(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    if app.node.config.role != crate::config::MemberRole::Voter {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "wrong_state",
+            "a learner cannot initialize the cluster; ask a voter",
+        ));
+    }
+    app.node.initialize().await?;
+    Ok(Json(json!({"initialized": true, "node_id": app.node.id})).into_response())
+}
+
+/// `POST /api/v1/cluster/members`: adds a learner or a voter (through the leader).
+pub async fn add_member(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<AddMemberRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    if body.addr.parse::<std::net::SocketAddr>().is_err() && !body.addr.contains(':') {
+        return Err(ApiError::bad_request(format!(
+            "addr must be host:port, got {:?}",
+            body.addr
+        )));
+    }
+    let info = NodeInfo {
+        addr: body.addr.clone(),
+        region: body.region.to_string(),
+    };
+    app.node
+        .add_member_via_leader(body.id, info, body.voter)
+        .await?;
+    Ok(Json(json!({"added": body.id, "voter": body.voter})).into_response())
+}
+
+/// Query of `GET /api/v1/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Only entries with a smaller sequence number.
+    pub before: Option<u64>,
+    /// Page size (1 to 500, default 100).
+    pub limit: Option<usize>,
+}
+
+/// `GET /api/v1/audit`: newest first, paged.
+pub async fn audit(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<AuditParams>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::bad_request("limit must be 1 to 500"));
+    }
+    let page = app.node.read(|v| {
+        let audit = &v.state.audit;
+        // seq n lives at position n - 1.
+        let end = q.before.map_or(audit.len(), |b| {
+            (b.saturating_sub(1) as usize).min(audit.len())
+        });
+        let start = end.saturating_sub(limit);
+        let entries: Vec<_> = audit[start..end].iter().rev().cloned().collect();
+        let next_before = if start > 0 {
+            entries.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        AuditPage {
+            entries,
+            next_before,
+        }
+    });
+    Ok(Json(page).into_response())
+}
+
+/// `GET /healthz`: 200 while Raft runs, with the leader and applied index; no token needed.
+pub async fn healthz(State(app): State<AppState>) -> Response {
+    let metrics = app.node.raft.metrics().borrow().clone();
+    let running = metrics.running_state.is_ok();
+    let body = json!({
+        "status": if running { "ok" } else { "failed" },
+        "node_id": app.node.id,
+        "leader": metrics.current_leader,
+        "state": format!("{:?}", metrics.state),
+        "applied_index": metrics.last_applied.map(|l| l.index),
+    });
+    let status = if running {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let node = &app.node;
+    let status = local_status(node);
+    let raft = node.raft.metrics().borrow().clone();
+    let (jobs, queue_depth, workers) = node.read(|v| {
+        (
+            v.state.status_counts().into_iter().collect(),
+            v.state.queue.len() as u64,
+            v.state.workers.len() as u64,
+        )
+    });
+    let lag = status
+        .members
+        .iter()
+        .filter(|m| m.id != node.id)
+        .filter_map(|m| m.lag.map(|lag| (m.id, m.region.clone(), lag)))
+        .collect();
+    let text = node.metrics.render(Snapshot {
+        term: raft.current_term,
+        last_log_index: raft.last_log_index.unwrap_or(0),
+        applied_index: raft.last_applied.map_or(0, |l| l.index),
+        is_leader: node.is_leader(),
+        lag,
+        jobs,
+        queue_depth,
+        workers,
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}

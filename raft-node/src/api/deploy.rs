@@ -1,0 +1,107 @@
+//! Deployments: set a service's desired version, show it, and the long-polled desired versions that region
+//! agents read from their region's learner.
+
+use super::builds::unexpected;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiQuery};
+use super::{consistent_read, AppState, Caller, ReadParams};
+use crate::node::MAX_WAIT;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cascade_core::api::{DeployRequest, DeploymentStatus, DesiredVersions, Role};
+use cascade_core::{Command, CommandOutput, ServiceName};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// `POST /api/v1/deployments`: 201 with the new desired version (generation + 1).
+pub async fn deploy(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<DeployRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Deployer)?;
+    let command = Command::SetDesiredVersion {
+        service: body.service,
+        build: body.build,
+    };
+    match app.node.write(caller.name, command).await?? {
+        CommandOutput::Desired(desired) => Ok((StatusCode::CREATED, Json(desired)).into_response()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `GET /api/v1/deployments/{service}`
+pub async fn show(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(service): Path<String>,
+    ApiQuery(params): ApiQuery<ReadParams>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let service = ServiceName::parse(service)?;
+    consistent_read(&app.node, &params, |view| {
+        let state = &view.state;
+        let desired = state.desired.get(&service).cloned();
+        let history: Vec<_> = state
+            .deploy_history
+            .get(&service)
+            .map(|h| h.iter().rev().cloned().collect())
+            .unwrap_or_default();
+        if desired.is_none() && !state.jobs.values().any(|j| j.service == service) {
+            return Err(ApiError::not_found(format!(
+                "service {service} has no builds and no deployments"
+            )));
+        }
+        let mut rollout: BTreeMap<_, BTreeMap<_, _>> = BTreeMap::new();
+        if let Some(d) = &desired {
+            if let Some(clusters) = state.rollouts.get(&(service.clone(), d.generation)) {
+                for ((region, cluster), counts) in clusters {
+                    rollout
+                        .entry(region.clone())
+                        .or_default()
+                        .insert(cluster.clone(), counts.clone());
+                }
+            }
+        }
+        Ok(DeploymentStatus {
+            desired,
+            history,
+            rollout,
+        })
+    })
+    .await
+}
+
+/// Query of `GET /api/v1/desired`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredParams {
+    /// Wait until this replica has applied at least this index…
+    pub min_index: Option<u64>,
+    /// …for at most this many seconds (at most 30), then answer with what it has.
+    pub wait: Option<u64>,
+}
+
+/// `GET /api/v1/desired`: every service's desired version from the local replica, long-polled.
+pub async fn desired(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<DesiredParams>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    if let Some(index) = q.min_index {
+        let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(MAX_WAIT);
+        // A timeout is not an error here: the agent gets the current versions and polls again.
+        let _ = app.node.wait_applied(index, wait).await;
+    }
+    consistent_read(&app.node, &ReadParams::default(), |view| {
+        Ok(DesiredVersions {
+            applied_index: view.applied_index(),
+            services: view.state.desired.clone(),
+        })
+    })
+    .await
+}

@@ -1,0 +1,19 @@
+//! Cascade's replicated node.
+//!
+//! openraft 0.9 with a RocksDB log and a snapshotting state machine ([`store`]), Raft RPC over HTTP
+//! ([`network`], [`internal`]), the write and read paths that let any node answer any request ([`node`]),
+//! the leader-only monitor ([`monitor`]), and `/api/v1` ([`api`]).
+
+pub mod api;
+pub mod config;
+pub mod internal;
+pub mod metrics;
+pub mod monitor;
+pub mod network;
+pub mod node;
+pub mod server;
+pub mod store;
+pub mod types;
+
+pub use config::NodeConfig;
+pub use node::Node;

@@ -1,0 +1,424 @@
+//! A running Cascade node: the Raft handle, the shared applied state, and the write and read paths that
+//! make any node answer any request.
+//!
+//! Writes: a node that is leader stamps the command with its clock and proposes it; any other node forwards
+//! the unstamped command to the leader over the internal API. Reads: local by default (answered with the
+//! applied index), "at least index N" by waiting for the local replica, or linearizable by asking the leader
+//! for its read index and waiting until the local replica has applied it.
+
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::network::{HttpNetwork, BINCODE, CLUSTER_SECRET_HEADER};
+use crate::store::{open_db, LogStore, SharedState, StateMachineStore, StateView};
+use crate::types::{NodeId, NodeInfo, Raft};
+use cascade_core::{Command, CommandResult, Principal, Request, UnixMillis};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest a request waits for a leader, a replica or a long-poll.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// How a read should be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// From this replica's applied state, as it is.
+    Local,
+    /// From this replica once it has applied at least this index.
+    AtLeast(u64),
+    /// Reflecting every write acknowledged before the read began.
+    Linearizable,
+}
+
+/// Why the node could not carry out a request.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
+pub enum NodeError {
+    /// No leader is known right now (election in progress, or no quorum).
+    #[error("no Raft leader is known right now ({0}); retry in a few seconds")]
+    NoLeader(String),
+    /// The replica did not reach the requested index in time.
+    #[error("this replica did not reach log index {wanted} within {waited_ms} ms (it is at {applied}); retry or ask another node")]
+    Lagging {
+        /// Index asked for.
+        wanted: u64,
+        /// Index reached.
+        applied: u64,
+        /// How long it waited.
+        waited_ms: u64,
+    },
+    /// The cluster has not been initialized yet.
+    #[error("the cluster is not initialized; run `cascade cluster init` against one voter")]
+    NotInitialized,
+    /// Membership change refused.
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    /// Raft stopped or storage failed; the node must be restarted.
+    #[error("node failure: {0}")]
+    Fatal(String),
+}
+
+/// The internal answer to a forwarded write.
+pub type ForwardedWrite = Result<CommandResult, NodeError>;
+
+/// A running node.
+pub struct Node {
+    /// This node's id.
+    pub id: NodeId,
+    /// Its configuration.
+    pub config: NodeConfig,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// The applied state.
+    pub state: SharedState,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    http: reqwest::Client,
+}
+
+fn wall_clock() -> UnixMillis {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    UnixMillis(ms)
+}
+
+impl Node {
+    /// Opens the data dir and starts Raft. The HTTP server is started separately ([`crate::server`]).
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
+        })?;
+        let db_dir = config.data_dir.join("db");
+        let db = tokio::task::spawn_blocking(move || open_db(&db_dir))
+            .await?
+            .map_err(|e| {
+                anyhow::anyhow!("cannot open RocksDB in {}: {e}", config.data_dir.display())
+            })?;
+        let log_store = LogStore::new(db.clone());
+        let sm = StateMachineStore::open(db)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot restore state machine: {e}"))?;
+        let state = sm.shared();
+        let t = &config.raft;
+        let raft_config = openraft::Config {
+            cluster_name: "cascade".into(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_timeout_min_ms,
+            election_timeout_max: t.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+            max_in_snapshot_log_to_keep: t.keep_after_snapshot,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?;
+        let network = HttpNetwork::new(http.clone(), &config.cluster_secret);
+        let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, sm).await?;
+        let metrics = Metrics::new();
+        Ok(Arc::new(Node {
+            id: config.id,
+            config,
+            raft,
+            state,
+            metrics,
+            http,
+        }))
+    }
+
+    /// Runs `f` on the applied state. Keep `f` short: it holds the read lock.
+    pub fn read<T>(&self, f: impl FnOnce(&StateView) -> T) -> T {
+        let guard = match self.state.read() {
+            Ok(guard) => guard,
+            // A panic while applying would already have stopped Raft; reads still see the last good state.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&guard)
+    }
+
+    /// Index of the last entry applied here.
+    pub fn applied_index(&self) -> u64 {
+        self.read(|v| v.applied_index())
+    }
+
+    /// The current leader's id and address, if known.
+    pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .clone();
+        Some((leader, node))
+    }
+
+    /// Whether this node is the leader right now (as far as it knows).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Commits `command` on behalf of `actor`, through whichever node leads, and returns its result.
+    pub async fn write(
+        &self,
+        actor: Principal,
+        command: Command,
+    ) -> Result<CommandResult, NodeError> {
+        let kind = command.kind();
+        let started = std::time::Instant::now();
+        let result = match self.write_as_leader(actor.clone(), command.clone()).await {
+            Err(NotLeader(Some(leader))) => self.forward_write(&leader, actor, command).await,
+            Err(NotLeader(None)) => Err(NodeError::NoLeader("no leader elected".into())),
+            Ok(result) => result,
+        };
+        self.metrics.observe_write(kind, &result, started.elapsed());
+        result
+    }
+
+    /// Proposes `command` if this node is leader; the caller forwards otherwise.
+    pub async fn write_as_leader(
+        &self,
+        actor: Principal,
+        command: Command,
+    ) -> Result<Result<CommandResult, NodeError>, NotLeader> {
+        let request = Request {
+            at: wall_clock(),
+            actor,
+            command,
+        };
+        match self.raft.client_write(request).await {
+            Ok(response) => Ok(response
+                .data
+                .0
+                .ok_or_else(|| NodeError::Fatal("a normal entry applied without a result".into()))),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                if forward.leader_id == Some(self.id) {
+                    return Ok(Err(NodeError::NoLeader("leadership is changing".into())));
+                }
+                Err(NotLeader(forward.leader_node.map(|n| n.addr)))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Ok(Err(NodeError::Membership(e.to_string())))
+            }
+            Err(RaftError::Fatal(e)) => Ok(Err(NodeError::Fatal(e.to_string()))),
+        }
+    }
+
+    async fn forward_write(
+        &self,
+        leader_addr: &str,
+        actor: Principal,
+        command: Command,
+    ) -> Result<CommandResult, NodeError> {
+        let body =
+            bincode::serialize(&(actor, command)).map_err(|e| NodeError::Fatal(e.to_string()))?;
+        let answer: ForwardedWrite = self.internal_call(leader_addr, "write", body).await?;
+        answer
+    }
+
+    /// Calls another node's internal API and decodes its bincode answer.
+    async fn internal_call<T: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, NodeError> {
+        let url = format!("http://{addr}/internal/v1/{path}");
+        let response = self
+            .http
+            .post(&url)
+            .timeout(MAX_WAIT)
+            .header(CLUSTER_SECRET_HEADER, &self.config.cluster_secret)
+            .header(reqwest::header::CONTENT_TYPE, BINCODE)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| NodeError::NoLeader(format!("leader at {addr} unreachable: {e}")))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| NodeError::NoLeader(format!("leader at {addr}: {e}")))?;
+        if !status.is_success() {
+            return Err(NodeError::NoLeader(format!(
+                "leader at {addr} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        bincode::deserialize(&bytes)
+            .map_err(|e| NodeError::Fatal(format!("bad answer from {url}: {e}")))
+    }
+
+    /// Waits until a read at `consistency` may be answered from the local state.
+    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), NodeError> {
+        match consistency {
+            ReadConsistency::Local => Ok(()),
+            ReadConsistency::AtLeast(index) => self.wait_applied(index, MAX_WAIT).await,
+            ReadConsistency::Linearizable => {
+                let index = self.read_index().await?;
+                self.wait_applied(index, MAX_WAIT).await
+            }
+        }
+    }
+
+    /// The leader's read index: applied here ⇒ a local read is linearizable.
+    pub async fn read_index(&self) -> Result<u64, NodeError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                forward,
+            ))) => match forward.leader_node {
+                Some(node) if forward.leader_id != Some(self.id) => {
+                    let answer: Result<u64, NodeError> = self
+                        .internal_call(&node.addr, "read-index", Vec::new())
+                        .await?;
+                    answer
+                }
+                _ => Err(NodeError::NoLeader(
+                    "no leader to confirm a linearizable read".into(),
+                )),
+            },
+            Err(RaftError::APIError(e)) => Err(NodeError::NoLeader(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(NodeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Waits until this replica has applied `index`, up to `timeout`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), NodeError> {
+        if self.applied_index() >= index {
+            return Ok(());
+        }
+        match self
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) => Err(NodeError::Lagging {
+                wanted: index,
+                applied: self.applied_index(),
+                waited_ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Waits until the applied index moves past `index` or `timeout` passes; for long-polls.
+    pub async fn wait_for_change(&self, index: u64, timeout: Duration) {
+        let _ = self
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index + 1), "long poll")
+            .await;
+    }
+
+    /// Initializes the cluster with this node and the voters of its config.
+    pub async fn initialize(&self) -> Result<(), NodeError> {
+        let mut members = BTreeMap::new();
+        members.insert(
+            self.id,
+            NodeInfo {
+                addr: self.config.advertised_addr(),
+                region: self.config.region.clone(),
+            },
+        );
+        for peer in &self.config.peers {
+            members.insert(
+                peer.id,
+                NodeInfo {
+                    addr: peer.addr.clone(),
+                    region: peer.region.clone(),
+                },
+            );
+        }
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(e)) => Err(NodeError::Membership(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(NodeError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Adds a learner (if not already a member) and, if `voter`, promotes it once it has caught up.
+    /// Runs on the leader.
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        info: NodeInfo,
+        voter: bool,
+    ) -> Result<(), NodeError> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let known = membership.membership().get_node(&id).cloned();
+        let is_voter = membership.membership().voter_ids().any(|v| v == id);
+        // add_learner commits a membership entry on every call; skip it for a member that already exists.
+        if known.is_none() {
+            self.raft
+                .add_learner(id, info, true)
+                .await
+                .map_err(membership_error)?;
+        } else if known.as_ref() != Some(&info) {
+            return Err(NodeError::Membership(format!(
+                "node {id} is already a member at {}",
+                known.unwrap_or_default()
+            )));
+        }
+        if voter && !is_voter {
+            let voters: std::collections::BTreeSet<NodeId> = std::iter::once(id).collect();
+            self.raft
+                .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
+                .await
+                .map_err(membership_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// This node is not the leader; carries the leader's address when known.
+#[derive(Debug)]
+pub struct NotLeader(pub Option<String>);
+
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> NodeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => NodeError::NoLeader(format!(
+            "this node is not the leader; send membership changes to node {:?} ({})",
+            f.leader_id,
+            f.leader_node.map(|n| n.addr).unwrap_or_default()
+        )),
+        RaftError::APIError(e) => NodeError::Membership(e.to_string()),
+        RaftError::Fatal(e) => NodeError::Fatal(e.to_string()),
+    }
+}
+
+impl Node {
+    /// The leader's cluster status (with replication lag), fetched over the internal API.
+    pub async fn leader_status(
+        &self,
+        leader_addr: &str,
+    ) -> Result<cascade_core::api::ClusterStatus, NodeError> {
+        self.internal_call(leader_addr, "cluster", Vec::new()).await
+    }
+
+    /// Adds a member through whichever node leads.
+    pub async fn add_member_via_leader(
+        &self,
+        id: NodeId,
+        info: NodeInfo,
+        voter: bool,
+    ) -> Result<(), NodeError> {
+        if self.is_leader() {
+            return self.add_member(id, info, voter).await;
+        }
+        let (_, leader) = self
+            .leader()
+            .ok_or_else(|| NodeError::NoLeader("no leader to change membership".into()))?;
+        let body =
+            bincode::serialize(&(id, info, voter)).map_err(|e| NodeError::Fatal(e.to_string()))?;
+        let answer: Result<(), NodeError> =
+            self.internal_call(&leader.addr, "add-member", body).await?;
+        answer
+    }
+}

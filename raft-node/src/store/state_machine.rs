@@ -1,0 +1,240 @@
+//! The state machine: [`cascade_core::State`] in memory, made durable by snapshots in RocksDB.
+//!
+//! Durability comes from the log: after a restart the node loads its last snapshot and openraft re-applies
+//! the committed entries after it (openraft purges the log only up to a snapshot that is already synced).
+//! Readers (the API) share the state through [`SharedState`] and never wait on Raft.
+
+use super::{blocking, CF_SNAPSHOT};
+use crate::types::{
+    Applied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+use cascade_core::State;
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
+use rocksdb::{WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+const KEY_CURRENT: &[u8] = b"current";
+
+/// The applied state with the position it was applied to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StateView {
+    /// The domain state.
+    pub state: State,
+    /// Last log id applied to it.
+    pub last_applied: Option<LogId>,
+    /// Membership as of `last_applied`.
+    pub membership: StoredMembership,
+}
+
+impl StateView {
+    /// Index of the last applied entry, 0 before any.
+    pub fn applied_index(&self) -> u64 {
+        self.last_applied.map_or(0, |id| id.index)
+    }
+}
+
+/// The applied state, shared between the state machine (writer) and the API (readers).
+pub type SharedState = Arc<RwLock<StateView>>;
+
+/// A snapshot as persisted: its metadata and the serialized [`StateView`].
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// openraft's state machine over the shared state and the snapshot column family.
+pub struct StateMachineStore {
+    db: Arc<DB>,
+    shared: SharedState,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+fn sm_err(e: impl ToString) -> StorageError {
+    StorageIOError::read_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+fn snap_err(e: impl ToString) -> StorageError {
+    StorageIOError::write_snapshot(None, &std::io::Error::other(e.to_string())).into()
+}
+
+fn read_stored(db: &DB) -> Result<Option<StoredSnapshot>, String> {
+    let cf = db
+        .cf_handle(CF_SNAPSHOT)
+        .ok_or("missing snapshot column family")?;
+    match db.get_cf(&cf, KEY_CURRENT).map_err(|e| e.to_string())? {
+        Some(bytes) => bincode::deserialize(&bytes)
+            .map(Some)
+            .map_err(|e| format!("corrupt snapshot: {e}")),
+        None => Ok(None),
+    }
+}
+
+fn write_stored(db: &DB, stored: &StoredSnapshot) -> Result<(), String> {
+    let cf = db
+        .cf_handle(CF_SNAPSHOT)
+        .ok_or("missing snapshot column family")?;
+    let bytes = bincode::serialize(stored).map_err(|e| e.to_string())?;
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    db.put_cf_opt(&cf, KEY_CURRENT, bytes, &opts)
+        .map_err(|e| e.to_string())
+}
+
+impl StateMachineStore {
+    /// Opens the state machine, restoring the last persisted snapshot if there is one.
+    pub async fn open(db: Arc<DB>) -> Result<Self, String> {
+        let db2 = db.clone();
+        let restored = blocking(move || {
+            let Some(stored) = read_stored(&db2)? else {
+                return Ok(StateView::default());
+            };
+            let view: StateView = bincode::deserialize(&stored.data)
+                .map_err(|e| format!("corrupt snapshot data: {e}"))?;
+            view.state
+                .indexes_consistent()
+                .map_err(|e| format!("snapshot state inconsistent: {e}"))?;
+            Ok(view)
+        })
+        .await?;
+        Ok(Self {
+            db,
+            shared: Arc::new(RwLock::new(restored)),
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The shared applied state, for readers.
+    pub fn shared(&self) -> SharedState {
+        self.shared.clone()
+    }
+
+    fn builder(&self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            shared: self.shared.clone(),
+            seq: self.snapshot_seq.clone(),
+        }
+    }
+}
+
+/// Builds snapshots from a copy of the shared state, off the apply path.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    shared: SharedState,
+    seq: Arc<AtomicU64>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        // Copy under the lock, serialize and write without it, so applies are held up only for the copy.
+        let view = self.shared.read().map_err(snap_err)?.clone();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let db = self.db.clone();
+        let stored = blocking(move || {
+            let data = bincode::serialize(&view).map_err(|e| e.to_string())?;
+            let snapshot_id = match view.last_applied {
+                Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
+                None => format!("empty-{seq}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: view.last_applied,
+                last_membership: view.membership.clone(),
+                snapshot_id,
+            };
+            let stored = StoredSnapshot { meta, data };
+            write_stored(&db, &stored)?;
+            Ok(stored)
+        })
+        .await
+        .map_err(snap_err)?;
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let view = self.shared.read().map_err(sm_err)?;
+        Ok((view.last_applied, view.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut view = self.shared.write().map_err(sm_err)?;
+        let mut results = Vec::new();
+        for entry in entries {
+            view.last_applied = Some(entry.log_id);
+            let applied = match entry.payload {
+                EntryPayload::Blank => Applied(None),
+                EntryPayload::Normal(request) => Applied(Some(view.state.apply(&request))),
+                EntryPayload::Membership(membership) => {
+                    view.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Applied(None)
+                }
+            };
+            results.push(applied);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.builder()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let view: StateView = bincode::deserialize(&data).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                &std::io::Error::other(e.to_string()),
+            ))
+        })?;
+        if let Err(e) = view.state.indexes_consistent() {
+            return Err(snap_err(format!("received snapshot is inconsistent: {e}")));
+        }
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        let db = self.db.clone();
+        // Persist first: if the node dies now, it restarts from the installed snapshot, not from a gap.
+        blocking(move || write_stored(&db, &stored))
+            .await
+            .map_err(snap_err)?;
+        let mut shared = self.shared.write().map_err(sm_err)?;
+        *shared = StateView {
+            state: view.state,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let db = self.db.clone();
+        let stored = blocking(move || read_stored(&db)).await.map_err(sm_err)?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
