@@ -6,9 +6,7 @@
 use cascade_client::Client;
 use cascade_core::api::{Role, SubmitBuildRequest};
 use cascade_core::{CommitSha, RepoUrl, ServiceName};
-use cascade_raft_node::config::{
-    MemberRole, MonitorConfig, NodeConfig, PeerConfig, RaftTuning, TokenConfig,
-};
+use cascade_raft_node::config::{MemberRole, MonitorConfig, NodeConfig, PeerConfig, RaftTuning, TokenConfig};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -51,11 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let peers: Vec<PeerConfig> = ports
         .iter()
         .enumerate()
-        .map(|(i, p)| PeerConfig {
-            id: i as u64 + 1,
-            addr: format!("127.0.0.1:{p}"),
-            region: "home".into(),
-        })
+        .map(|(i, p)| PeerConfig { id: i as u64 + 1, addr: format!("127.0.0.1:{p}"), region: "home".into() })
         .collect();
     let mut children = Nodes(Vec::new());
     for (i, port) in ports.iter().enumerate() {
@@ -69,11 +63,7 @@ async fn main() -> anyhow::Result<()> {
             role: MemberRole::Voter,
             peers: peers.iter().filter(|p| p.id != id).cloned().collect(),
             cluster_secret: "bench-cluster-secret-0123456789".into(),
-            tokens: vec![TokenConfig {
-                name: "bench".into(),
-                token: TOKEN.into(),
-                role: Role::Admin,
-            }],
+            tokens: vec![TokenConfig { name: "bench".into(), token: TOKEN.into(), role: Role::Admin }],
             raft: RaftTuning::default(),
             monitor: MonitorConfig::default(),
         };
@@ -89,18 +79,12 @@ async fn main() -> anyhow::Result<()> {
                 .spawn()?,
         );
     }
-    let urls: Vec<String> = ports
-        .iter()
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect();
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
     let http = reqwest::Client::new();
     for url in &urls {
         let started = Instant::now();
         while http.get(format!("{url}/healthz")).send().await.is_err() {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "node {url} did not start"
-            );
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "node {url} did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -119,9 +103,7 @@ async fn main() -> anyhow::Result<()> {
             let mut latencies = Vec::with_capacity(per_client);
             for i in 0..per_client {
                 let t = Instant::now();
-                client
-                    .submit_build(&request((c * per_client + i) as u64))
-                    .await?;
+                client.submit_build(&request((c * per_client + i) as u64)).await?;
                 latencies.push(t.elapsed());
             }
             anyhow::Ok(latencies)
@@ -133,10 +115,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let pct = |p: f64| {
-        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64()
-            * 1000.0
-    };
+    let pct =
+        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
     println!(
         "cascade 3-voter loopback fsync: commands={} clients={} seconds={:.2} commands_per_sec={:.0} p50_ms={:.2} p99_ms={:.2}",
         latencies.len(),

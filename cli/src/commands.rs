@@ -90,11 +90,7 @@ fn client(server: &str, token: &str) -> anyhow::Result<Client> {
     Ok(Client::new(&[server.to_string()], token)?)
 }
 
-fn print<T: Serialize>(
-    output: Output,
-    value: &T,
-    human: impl FnOnce(&T) -> String,
-) -> anyhow::Result<()> {
+fn print<T: Serialize>(output: Output, value: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Output::Human => println!("{}", human(value)),
@@ -110,12 +106,7 @@ pub async fn run_node(config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// `cascade cluster …`
-pub async fn cluster(
-    server: &str,
-    token: &str,
-    output: Output,
-    cmd: ClusterCommand,
-) -> anyhow::Result<ExitCode> {
+pub async fn cluster(server: &str, token: &str, output: Output, cmd: ClusterCommand) -> anyhow::Result<ExitCode> {
     let client = client(server, token)?;
     match cmd {
         ClusterCommand::Init => {
@@ -142,25 +133,11 @@ pub async fn cluster(
             })?;
         }
         ClusterCommand::AddLearner { id, addr, region } => {
-            let answer = client
-                .add_member(&AddMemberRequest {
-                    id,
-                    addr,
-                    region,
-                    voter: false,
-                })
-                .await?;
+            let answer = client.add_member(&AddMemberRequest { id, addr, region, voter: false }).await?;
             print(output, &answer, |_| format!("node {id} added as learner"))?;
         }
         ClusterCommand::AddVoter { id, addr, region } => {
-            let answer = client
-                .add_member(&AddMemberRequest {
-                    id,
-                    addr,
-                    region,
-                    voter: true,
-                })
-                .await?;
+            let answer = client.add_member(&AddMemberRequest { id, addr, region, voter: true }).await?;
             print(output, &answer, |_| format!("node {id} added as voter"))?;
         }
     }
@@ -169,9 +146,7 @@ pub async fn cluster(
 
 fn job_line(job: &Job) -> String {
     let detail = match &job.status {
-        JobStatus::Running {
-            worker, attempt, ..
-        } => format!("on {worker} (attempt {attempt})"),
+        JobStatus::Running { worker, attempt, .. } => format!("on {worker} (attempt {attempt})"),
         JobStatus::Succeeded { artifact } => {
             format!("artifact {} ({} bytes)", artifact.digest, artifact.size)
         }
@@ -179,38 +154,15 @@ fn job_line(job: &Job) -> String {
         JobStatus::Cancelled { by } => format!("by {by}"),
         JobStatus::Queued => String::new(),
     };
-    format!(
-        "{:>6}  {:<10} {:<16} {}  {}",
-        job.id,
-        job.status.name(),
-        job.service,
-        &job.commit.as_str()[..12],
-        detail
-    )
+    format!("{:>6}  {:<10} {:<16} {}  {}", job.id, job.status.name(), job.service, &job.commit.as_str()[..12], detail)
 }
 
 /// `cascade build …`
-pub async fn build(
-    server: &str,
-    token: &str,
-    output: Output,
-    cmd: BuildCommand,
-) -> anyhow::Result<ExitCode> {
+pub async fn build(server: &str, token: &str, output: Output, cmd: BuildCommand) -> anyhow::Result<ExitCode> {
     let client = client(server, token)?;
     match cmd {
-        BuildCommand::Submit {
-            repo,
-            commit,
-            service,
-            follow,
-        } => {
-            let job = client
-                .submit_build(&SubmitBuildRequest {
-                    repo,
-                    commit,
-                    service,
-                })
-                .await?;
+        BuildCommand::Submit { repo, commit, service, follow } => {
+            let job = client.submit_build(&SubmitBuildRequest { repo, commit, service }).await?;
             if !follow {
                 print(output, &job, job_line)?;
                 return Ok(ExitCode::SUCCESS);
@@ -220,17 +172,9 @@ pub async fn build(
             print(output, &job, job_line)?;
             return Ok(exit_for(&job));
         }
-        BuildCommand::List {
-            service,
-            status,
-            limit,
-        } => {
-            let list = client
-                .list_builds(None, limit, service.as_ref(), status.as_deref())
-                .await?;
-            print(output, &list, |l| {
-                l.builds.iter().map(job_line).collect::<Vec<_>>().join("\n")
-            })?;
+        BuildCommand::List { service, status, limit } => {
+            let list = client.list_builds(None, limit, service.as_ref(), status.as_deref()).await?;
+            print(output, &list, |l| l.builds.iter().map(job_line).collect::<Vec<_>>().join("\n"))?;
         }
         BuildCommand::Show { id } => {
             let job = client.get_build(JobId(id)).await?;

@@ -11,21 +11,10 @@ use std::process::ExitCode;
 #[command(name = "cascade", version, about)]
 struct Cli {
     /// Node address(es) to talk to, comma-separated (`http://host:port` or `host:port`).
-    #[arg(
-        long,
-        env = "CASCADE_SERVER",
-        global = true,
-        default_value = "http://127.0.0.1:7001"
-    )]
+    #[arg(long, env = "CASCADE_SERVER", global = true, default_value = "http://127.0.0.1:7001")]
     server: String,
     /// Bearer token.
-    #[arg(
-        long,
-        env = "CASCADE_TOKEN",
-        global = true,
-        default_value = "",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CASCADE_TOKEN", global = true, default_value = "", hide_env_values = true)]
     token: String,
     /// Output format.
     #[arg(long, value_enum, global = true, default_value = "human")]
@@ -67,10 +56,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -80,9 +66,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Node { config } => commands::run_node(&config).await,
-            Command::Cluster(cmd) => {
-                commands::cluster(&cli.server, &cli.token, cli.output, cmd).await
-            }
+            Command::Cluster(cmd) => commands::cluster(&cli.server, &cli.token, cli.output, cmd).await,
             Command::Build(cmd) => commands::build(&cli.server, &cli.token, cli.output, cmd).await,
             Command::Status => commands::status(&cli.server, &cli.token, cli.output).await,
         }
@@ -99,9 +83,7 @@ fn main() -> ExitCode {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CASCADE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -22,23 +22,11 @@ async fn requeued_workers_lease_is_refused() {
     let node = single_node(dir.path(), 1).await;
     let builder = node.client(BUILDER);
     let worker = node.client(WORKER);
-    let job = builder
-        .submit_build(&submit_request(1))
-        .await
-        .expect("submit");
+    let job = builder.submit_build(&submit_request(1)).await.expect("submit");
 
-    let first = worker
-        .claim(&WorkerId::parse("w-old").unwrap(), Duration::from_secs(5))
-        .await
-        .expect("claim")
-        .expect("a job");
-    assert_eq!(
-        first.lease,
-        Lease {
-            job: job.id,
-            attempt: 1
-        }
-    );
+    let first =
+        worker.claim(&WorkerId::parse("w-old").unwrap(), Duration::from_secs(5)).await.expect("claim").expect("a job");
+    assert_eq!(first.lease, Lease { job: job.id, attempt: 1 });
     // w-old goes silent; the monitor requeues the job after 1 s.
     let started = Instant::now();
     loop {
@@ -47,85 +35,37 @@ async fn requeued_workers_lease_is_refused() {
             assert_eq!(current.attempt, 1);
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "job was never requeued: {current:?}"
-        );
+        assert!(started.elapsed() < Duration::from_secs(20), "job was never requeued: {current:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let second = worker
-        .claim(&WorkerId::parse("w-new").unwrap(), Duration::from_secs(5))
-        .await
-        .expect("claim")
-        .expect("a job");
-    assert_eq!(
-        second.lease,
-        Lease {
-            job: job.id,
-            attempt: 2
-        }
-    );
+    let second =
+        worker.claim(&WorkerId::parse("w-new").unwrap(), Duration::from_secs(5)).await.expect("claim").expect("a job");
+    assert_eq!(second.lease, Lease { job: job.id, attempt: 2 });
 
-    let artifact = Artifact {
-        digest: Digest::parse("ab".repeat(32)).unwrap(),
-        size: 1,
-        manifest_key: "m".into(),
-    };
-    let stale_hb = worker
-        .heartbeat(first.lease)
-        .await
-        .expect_err("stale heartbeat must fail");
-    assert_eq!(
-        stale_hb.status(),
-        Some(reqwest::StatusCode::CONFLICT),
-        "{stale_hb}"
-    );
+    let artifact = Artifact { digest: Digest::parse("ab".repeat(32)).unwrap(), size: 1, manifest_key: "m".into() };
+    let stale_hb = worker.heartbeat(first.lease).await.expect_err("stale heartbeat must fail");
+    assert_eq!(stale_hb.status(), Some(reqwest::StatusCode::CONFLICT), "{stale_hb}");
     assert!(stale_hb.to_string().contains("stale"), "{stale_hb}");
-    let stale_ok = worker
-        .succeed(first.lease, artifact.clone())
-        .await
-        .expect_err("stale succeed must fail");
+    let stale_ok = worker.succeed(first.lease, artifact.clone()).await.expect_err("stale succeed must fail");
     assert_eq!(stale_ok.status(), Some(reqwest::StatusCode::CONFLICT));
-    let stale_fail = worker
-        .fail(first.lease, "x", false)
-        .await
-        .expect_err("stale fail must fail");
+    let stale_fail = worker.fail(first.lease, "x", false).await.expect_err("stale fail must fail");
     assert_eq!(stale_fail.status(), Some(reqwest::StatusCode::CONFLICT));
 
     // The replacement's lease still works, and its result is the one recorded.
-    assert!(
-        !worker
-            .heartbeat(second.lease)
-            .await
-            .expect("heartbeat")
-            .cancelled
-    );
-    let done = worker
-        .succeed(second.lease, artifact.clone())
-        .await
-        .expect("succeed");
+    assert!(!worker.heartbeat(second.lease).await.expect("heartbeat").cancelled);
+    let done = worker.succeed(second.lease, artifact.clone()).await.expect("succeed");
     assert_eq!(done.status, JobStatus::Succeeded { artifact });
-    let late = worker
-        .heartbeat(second.lease)
-        .await
-        .expect_err("finished job refuses heartbeats");
+    let late = worker.heartbeat(second.lease).await.expect_err("finished job refuses heartbeats");
     assert_eq!(late.status(), Some(reqwest::StatusCode::CONFLICT));
 }
 
-async fn raw(
-    method: reqwest::Method,
-    url: &str,
-    token: Option<&str>,
-    body: Option<String>,
-) -> (u16, Value) {
+async fn raw(method: reqwest::Method, url: &str, token: Option<&str>, body: Option<String>) -> (u16, Value) {
     let mut request = reqwest::Client::new().request(method, url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
     if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body);
+        request = request.header("content-type", "application/json").body(body);
     }
     let response = request.send().await.expect("send");
     let status = response.status().as_u16();
@@ -149,37 +89,16 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains("commit"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("commit"), "{body}");
     assert_eq!(body["error"], "invalid_request");
 
     let mut unknown = good.clone();
     unknown["branch"] = json!("main");
-    let (status, body) = raw(
-        post.clone(),
-        &builds,
-        Some(BUILDER),
-        Some(unknown.to_string()),
-    )
-    .await;
+    let (status, body) = raw(post.clone(), &builds, Some(BUILDER), Some(unknown.to_string())).await;
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("unknown field `branch`"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("unknown field `branch`"), "{body}");
 
-    let (status, body) = raw(
-        post.clone(),
-        &builds,
-        Some(BUILDER),
-        Some("{not json".into()),
-    )
-    .await;
+    let (status, body) = raw(post.clone(), &builds, Some(BUILDER), Some("{not json".into())).await;
     assert_eq!(status, 400, "{body}");
 
     // The server answers 413 without reading the rest of a 10 MB body and closes the connection, so the
@@ -195,10 +114,7 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
             .send()
             .await;
         if let Ok(response) = sent {
-            answered = Some((
-                response.status().as_u16(),
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            ));
+            answered = Some((response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null)));
             break;
         }
     }
@@ -206,34 +122,19 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"], "payload_too_large");
 
-    let (status, body) = raw(
-        reqwest::Method::GET,
-        &format!("{builds}/987654"),
-        Some(VIEWER),
-        None,
-    )
-    .await;
+    let (status, body) = raw(reqwest::Method::GET, &format!("{builds}/987654"), Some(VIEWER), None).await;
     assert_eq!(status, 404, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("987654"));
 
     let (status, body) = raw(post.clone(), &builds, None, Some(good.to_string())).await;
     assert_eq!(status, 401, "{body}");
-    let (status, _) = raw(
-        post.clone(),
-        &builds,
-        Some("not-a-real-token-at-all"),
-        Some(good.to_string()),
-    )
-    .await;
+    let (status, _) = raw(post.clone(), &builds, Some("not-a-real-token-at-all"), Some(good.to_string())).await;
     assert_eq!(status, 401);
 
     for token in [VIEWER, WORKER] {
         let (status, body) = raw(post.clone(), &builds, Some(token), Some(good.to_string())).await;
         assert_eq!(status, 403, "{body}");
-        assert!(
-            body["detail"].as_str().unwrap().contains("Builder"),
-            "{body}"
-        );
+        assert!(body["detail"].as_str().unwrap().contains("Builder"), "{body}");
     }
     let (status, _) = raw(
         post.clone(),
@@ -243,13 +144,8 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     )
     .await;
     assert_eq!(status, 403, "a builder may not claim jobs");
-    let (status, _) = raw(
-        post.clone(),
-        &format!("{}/api/v1/cluster/init", node.spec.url()),
-        Some(DEPLOYER),
-        Some("{}".into()),
-    )
-    .await;
+    let (status, _) =
+        raw(post.clone(), &format!("{}/api/v1/cluster/init", node.spec.url()), Some(DEPLOYER), Some("{}".into())).await;
     assert_eq!(status, 403, "a deployer may not change membership");
 
     let (status, body) = raw(
@@ -278,29 +174,15 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     )
     .await;
     assert_eq!(status, 409, "{body}");
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("only a succeeded build"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("only a succeeded build"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_are_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = single_node(dir.path(), 300).await;
-    node.client(BUILDER)
-        .submit_build(&submit_request(7))
-        .await
-        .expect("submit");
-    let text = reqwest::get(format!("{}/metrics", node.spec.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    node.client(BUILDER).submit_build(&submit_request(7)).await.expect("submit");
+    let text = reqwest::get(format!("{}/metrics", node.spec.url())).await.unwrap().text().await.unwrap();
     for metric in [
         "cascade_raft_term",
         "cascade_raft_applied_index",

@@ -17,11 +17,7 @@ const WORKERS: usize = 8;
 
 fn artifact_for(job: JobId) -> Artifact {
     let digest = Digest::parse(format!("{:064x}", job.0 + 1)).expect("digest");
-    Artifact {
-        digest,
-        size: 1000 + job.0,
-        manifest_key: format!("artifacts/{}/manifest", job.0),
-    }
+    Artifact { digest, size: 1000 + job.0, manifest_key: format!("artifacts/{}/manifest", job.0) }
 }
 
 /// A worker loop: claim, heartbeat, succeed; records every success the cluster acknowledged.
@@ -33,9 +29,7 @@ async fn worker_loop(
 ) {
     let worker = WorkerId::parse(name).expect("worker id");
     let started = Instant::now();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed)
-        && started.elapsed() < Duration::from_secs(240)
-    {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < Duration::from_secs(240) {
         let claimed = match client.claim(&worker, Duration::from_secs(1)).await {
             Ok(Some(c)) => c,
             Ok(None) => continue,
@@ -61,36 +55,11 @@ async fn worker_loop(
 async fn three_voters_two_learners_survive_leader_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
     let specs: Vec<NodeSpec> = vec![
-        NodeSpec {
-            id: 1,
-            port: free_port(),
-            region: "home".into(),
-            voter: true,
-        },
-        NodeSpec {
-            id: 2,
-            port: free_port(),
-            region: "home".into(),
-            voter: true,
-        },
-        NodeSpec {
-            id: 3,
-            port: free_port(),
-            region: "home".into(),
-            voter: true,
-        },
-        NodeSpec {
-            id: 4,
-            port: free_port(),
-            region: "us".into(),
-            voter: false,
-        },
-        NodeSpec {
-            id: 5,
-            port: free_port(),
-            region: "eu".into(),
-            voter: false,
-        },
+        NodeSpec { id: 1, port: free_port(), region: "home".into(), voter: true },
+        NodeSpec { id: 2, port: free_port(), region: "home".into(), voter: true },
+        NodeSpec { id: 3, port: free_port(), region: "home".into(), voter: true },
+        NodeSpec { id: 4, port: free_port(), region: "us".into(), voter: false },
+        NodeSpec { id: 5, port: free_port(), region: "eu".into(), voter: false },
     ];
     let mut nodes = start_nodes(dir.path(), &specs, 3);
     let urls: Vec<String> = specs.iter().map(|s| s.url()).collect();
@@ -111,14 +80,7 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
     }
     let status = admin.cluster_status().await.expect("status");
     assert_eq!(status.members.len(), 5, "{status:?}");
-    assert_eq!(
-        status
-            .members
-            .iter()
-            .filter(|m| m.role == "learner")
-            .count(),
-        2
-    );
+    assert_eq!(status.members.iter().filter(|m| m.role == "learner").count(), 2);
 
     // Builders submit through the voters; workers claim through every node, learners included
     // (their writes are forwarded to the leader).
@@ -129,23 +91,12 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
     for w in 0..WORKERS {
         let mut order = urls.clone();
         order.rotate_left(w % urls.len());
-        let client = Arc::new(
-            Client::new(&order, WORKER)
-                .expect("client")
-                .with_retry_budget(Duration::from_secs(30)),
-        );
-        workers.push(tokio::spawn(worker_loop(
-            client,
-            format!("w{w}"),
-            done.clone(),
-            stop.clone(),
-        )));
+        let client = Arc::new(Client::new(&order, WORKER).expect("client").with_retry_budget(Duration::from_secs(30)));
+        workers.push(tokio::spawn(worker_loop(client, format!("w{w}"), done.clone(), stop.clone())));
     }
     let mut submitters = Vec::new();
     for s in 0..SUBMITTERS {
-        let client = Client::new(&urls[..3], BUILDER)
-            .expect("client")
-            .with_retry_budget(Duration::from_secs(60));
+        let client = Client::new(&urls[..3], BUILDER).expect("client").with_retry_budget(Duration::from_secs(60));
         let acked = acked.clone();
         submitters.push(tokio::spawn(async move {
             for i in 0..BUILDS / SUBMITTERS {
@@ -157,10 +108,7 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
                 };
                 // Same key on every retry: a submission whose answer was lost is not queued twice.
                 let key = format!("submit-{n}");
-                let job = client
-                    .submit_build_with_key(&request, &key)
-                    .await
-                    .expect("submit acknowledged");
+                let job = client.submit_build_with_key(&request, &key).await.expect("submit acknowledged");
                 acked.lock().expect("lock").push(job.id);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -170,17 +118,11 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
     // Kill the leader once a quarter of the builds are acknowledged.
     let kill_started = Instant::now();
     while acked.lock().expect("lock").len() < (BUILDS / 4) as usize {
-        assert!(
-            kill_started.elapsed() < Duration::from_secs(60),
-            "submissions stalled before the kill"
-        );
+        assert!(kill_started.elapsed() < Duration::from_secs(60), "submissions stalled before the kill");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let leader = wait_leader(&urls[..3], Duration::from_secs(10)).await;
-    let leader_index = nodes
-        .iter()
-        .position(|n| n.spec.id == leader)
-        .expect("leader is a node");
+    let leader_index = nodes.iter().position(|n| n.spec.id == leader).expect("leader is a node");
     nodes[leader_index].kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     nodes[leader_index].start();
@@ -192,21 +134,14 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
     let all_done = Instant::now();
     let viewer = Client::new(&urls[..3], VIEWER).expect("client");
     loop {
-        let list = viewer
-            .list_builds(None, 500, None, None)
-            .await
-            .expect("list");
+        let list = viewer.list_builds(None, 500, None, None).await.expect("list");
         if list.builds.iter().all(|j| j.status.is_terminal()) && list.total == BUILDS {
             break;
         }
         assert!(
             all_done.elapsed() < Duration::from_secs(120),
             "builds did not all finish: {:?}",
-            list.builds
-                .iter()
-                .filter(|j| !j.status.is_terminal())
-                .map(|j| (j.id, j.status.name()))
-                .collect::<Vec<_>>()
+            list.builds.iter().filter(|j| !j.status.is_terminal()).map(|j| (j.id, j.status.name())).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -217,27 +152,13 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
 
     // Every acknowledged build exists exactly once, and nothing else was created.
     let acked: BTreeSet<JobId> = acked.lock().expect("lock").iter().copied().collect();
-    assert_eq!(
-        acked.len() as u64,
-        BUILDS,
-        "acknowledged ids must be distinct"
-    );
-    let final_list = viewer
-        .list_builds(None, 500, None, None)
-        .await
-        .expect("list");
+    assert_eq!(acked.len() as u64, BUILDS, "acknowledged ids must be distinct");
+    let final_list = viewer.list_builds(None, 500, None, None).await.expect("list");
     assert_eq!(final_list.total, BUILDS);
     let ids: BTreeSet<JobId> = final_list.builds.iter().map(|j| j.id).collect();
-    assert_eq!(
-        ids, acked,
-        "the state holds exactly the acknowledged builds"
-    );
+    assert_eq!(ids, acked, "the state holds exactly the acknowledged builds");
     let commits: BTreeSet<_> = final_list.builds.iter().map(|j| j.commit.clone()).collect();
-    assert_eq!(
-        commits.len() as u64,
-        BUILDS,
-        "no submission was queued twice"
-    );
+    assert_eq!(commits.len() as u64, BUILDS, "no submission was queued twice");
 
     // No job was completed by two leases, and each recorded result is that lease's.
     let mut successes: BTreeMap<JobId, Vec<u32>> = BTreeMap::new();
@@ -245,11 +166,7 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
         successes.entry(*job).or_default().push(*attempt);
     }
     for (job, attempts) in &successes {
-        assert_eq!(
-            attempts.len(),
-            1,
-            "build {job} acknowledged as succeeded by leases {attempts:?}"
-        );
+        assert_eq!(attempts.len(), 1, "build {job} acknowledged as succeeded by leases {attempts:?}");
     }
     for job in &final_list.builds {
         if let JobStatus::Succeeded { artifact } = &job.status {
@@ -268,29 +185,18 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
             let mut states = Vec::new();
             for url in &urls {
                 let local = Client::new(std::slice::from_ref(url), VIEWER).expect("client");
-                states.push(
-                    local
-                        .list_builds(None, 500, None, None)
-                        .await
-                        .expect("local list"),
-                );
+                states.push(local.list_builds(None, 500, None, None).await.expect("local list"));
             }
             break states;
         }
-        assert!(
-            converged.elapsed() < Duration::from_secs(30),
-            "replicas did not converge: {applied:?}"
-        );
+        assert!(converged.elapsed() < Duration::from_secs(30), "replicas did not converge: {applied:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     for (url, state) in urls.iter().zip(&states) {
         assert_eq!(state, &states[0], "replica {url} differs from node 1");
     }
     let restarted = nodes[leader_index].spec.id;
-    assert!(
-        states.iter().all(|s| s.total == BUILDS),
-        "restarted node {restarted} recovered all builds"
-    );
+    assert!(states.iter().all(|s| s.total == BUILDS), "restarted node {restarted} recovered all builds");
 
     // A voter stopped by SIGKILL and restarted with no quorum reachable still has its state from RocksDB.
     for node in nodes.iter_mut() {
@@ -306,10 +212,7 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
             Ok(list) if list == states[0] => break,
             Ok(_) | Err(ClientError::Api { .. }) | Err(_) => {}
         }
-        assert!(
-            recovered.elapsed() < Duration::from_secs(20),
-            "restarted node did not recover its state from disk"
-        );
+        assert!(recovered.elapsed() < Duration::from_secs(20), "restarted node did not recover its state from disk");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

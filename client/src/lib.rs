@@ -5,9 +5,9 @@
 //! with a bounded backoff, so callers ride through a leader failover without code of their own.
 
 use cascade_core::api::{
-    AddMemberRequest, AuditPage, BuildList, ClaimRequest, ClaimResponse, ClusterStatus,
-    DeployRequest, DeploymentStatus, DesiredVersions, ErrorBody, FailRequest, HeartbeatRequest,
-    SubmitBuildRequest, SucceedRequest, IDEMPOTENCY_KEY_HEADER,
+    AddMemberRequest, AuditPage, BuildList, ClaimRequest, ClaimResponse, ClusterStatus, DeployRequest,
+    DeploymentStatus, DesiredVersions, ErrorBody, FailRequest, HeartbeatRequest, SubmitBuildRequest, SucceedRequest,
+    IDEMPOTENCY_KEY_HEADER,
 };
 use cascade_core::{Artifact, HeartbeatAck, Job, JobId, Lease, ServiceName, WorkerId};
 use reqwest::{Method, StatusCode};
@@ -45,6 +45,14 @@ pub enum ClientError {
         /// Why it could not be read.
         detail: String,
     },
+    /// The request reached a node but its answer was lost: the command may or may not have been applied.
+    #[error("the outcome of {what} is unknown ({detail}); check its effect before retrying")]
+    OutcomeUnknown {
+        /// What was sent.
+        what: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// The client was given no usable server address.
     #[error("invalid client configuration: {0}")]
     Config(String),
@@ -75,6 +83,30 @@ pub struct Client {
 enum Attempt {
     Done(reqwest::Response),
     Retry(String),
+    Failed(ClientError),
+}
+
+/// How long one HTTP request may take (long polls add their wait).
+const CALL_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// One API call, as sent to whichever server answers.
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    body: Option<serde_json::Value>,
+    headers: &'a [(&'a str, String)],
+    timeout: Duration,
+    retry: Retry,
+}
+
+/// When a failed call may be sent again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads and idempotent writes: after any transport error or 503.
+    Always,
+    /// Other writes: only when the request provably never reached a node (connection refused) or a node
+    /// answered 503 (nothing was proposed); a request lost after sending may have been applied.
+    IfNotSent,
 }
 
 impl Client {
@@ -85,18 +117,10 @@ impl Client {
             .flat_map(|s| s.split(','))
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| {
-                if s.contains("://") {
-                    s.trim_end_matches('/').to_string()
-                } else {
-                    format!("http://{s}")
-                }
-            })
+            .map(|s| if s.contains("://") { s.trim_end_matches('/').to_string() } else { format!("http://{s}") })
             .collect();
         if servers.is_empty() {
-            return Err(ClientError::Config(
-                "no server address given (use --server or CASCADE_SERVER)".into(),
-            ));
+            return Err(ClientError::Config("no server address given (use --server or CASCADE_SERVER)".into()));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
@@ -123,21 +147,11 @@ impl Client {
         &self.servers
     }
 
-    async fn send_once(
-        &self,
-        server: &str,
-        method: &Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-        headers: &[(&str, String)],
-        timeout: Duration,
-    ) -> Attempt {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{server}{path}"))
-            .bearer_auth(&self.token)
-            .timeout(timeout);
-        for (name, value) in headers {
+    async fn send_once(&self, server: &str, call: &Call<'_>) -> Attempt {
+        let Call { method, path, body, headers, timeout, retry } = call;
+        let mut request =
+            self.http.request(method.clone(), format!("{server}{path}")).bearer_auth(&self.token).timeout(*timeout);
+        for (name, value) in *headers {
             request = request.header(*name, value);
         }
         if let Some(body) = body {
@@ -148,19 +162,16 @@ impl Client {
                 Attempt::Retry(format!("{server}: {}", error_text(response).await))
             }
             Ok(response) => Attempt::Done(response),
-            Err(e) => Attempt::Retry(format!("{server}: {e}")),
+            Err(e) if *retry == Retry::Always || e.is_connect() => Attempt::Retry(format!("{server}: {e}")),
+            Err(e) => Attempt::Failed(ClientError::OutcomeUnknown {
+                what: format!("{method} {path} to {server}"),
+                detail: e.to_string(),
+            }),
         }
     }
 
     /// Sends a request, moving across servers on connection errors and 503s until the retry budget is spent.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-        headers: &[(&str, String)],
-        timeout: Duration,
-    ) -> Result<reqwest::Response, ClientError> {
+    async fn send(&self, call: &Call<'_>) -> Result<reqwest::Response, ClientError> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         let mut last = String::new();
@@ -169,15 +180,13 @@ impl Client {
         for attempt in 0..1000usize {
             let index = (first + attempt) % self.servers.len();
             let server = &self.servers[index];
-            match self
-                .send_once(server, &method, path, body.as_ref(), headers, timeout)
-                .await
-            {
+            match self.send_once(server, call).await {
                 Attempt::Done(response) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(response);
                 }
                 Attempt::Retry(why) => last = why,
+                Attempt::Failed(e) => return Err(e),
             }
             if started.elapsed() >= self.retry_budget {
                 break;
@@ -188,21 +197,11 @@ impl Client {
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
-        Err(ClientError::Unavailable {
-            waited: started.elapsed(),
-            last,
-        })
+        Err(ClientError::Unavailable { waited: started.elapsed(), last })
     }
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-        headers: &[(&str, String)],
-        timeout: Duration,
-    ) -> Result<Option<T>, ClientError> {
-        let response = self.send(method, path, body, headers, timeout).await?;
+    async fn call<T: DeserializeOwned>(&self, call: Call<'_>) -> Result<Option<T>, ClientError> {
+        let response = self.send(&call).await?;
         let status = response.status();
         let url = response.url().to_string();
         if status == StatusCode::NO_CONTENT {
@@ -211,45 +210,30 @@ impl Client {
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
             return Err(match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(body) => ClientError::Api {
-                    status,
-                    error: body.error,
-                    detail: body.detail,
-                },
-                Err(_) => ClientError::Api {
-                    status,
-                    error: "http".into(),
-                    detail: text,
-                },
+                Ok(body) => ClientError::Api { status, error: body.error, detail: body.detail },
+                Err(_) => ClientError::Api { status, error: "http".into(), detail: text },
             });
         }
-        let bytes = response.bytes().await.map_err(|e| ClientError::Decode {
-            url: url.clone(),
-            detail: e.to_string(),
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| ClientError::Decode {
-                url,
-                detail: e.to_string(),
-            })
+        let bytes =
+            response.bytes().await.map_err(|e| ClientError::Decode { url: url.clone(), detail: e.to_string() })?;
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| ClientError::Decode { url, detail: e.to_string() })
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.call(Method::GET, path, None, &[], Duration::from_secs(40))
-            .await?
-            .ok_or_else(|| no_body(path))
+        let call =
+            Call { method: Method::GET, path, body: None, headers: &[], timeout: CALL_TIMEOUT, retry: Retry::Always };
+        self.call(call).await?.ok_or_else(|| no_body(path))
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
+        retry: Retry,
     ) -> Result<T, ClientError> {
-        let body = to_json(body)?;
-        self.call(Method::POST, path, Some(body), &[], Duration::from_secs(40))
-            .await?
-            .ok_or_else(|| no_body(path))
+        let body = Some(to_json(body)?);
+        let call = Call { method: Method::POST, path, body, headers: &[], timeout: CALL_TIMEOUT, retry };
+        self.call(call).await?.ok_or_else(|| no_body(path))
     }
 
     /// Queues a build. Retries after a failover return the same build (the call carries an idempotency key).
@@ -257,30 +241,26 @@ impl Client {
         let key = format!(
             "{}-{}-{}",
             std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
             self.idempotency_seq.fetch_add(1, Ordering::Relaxed)
         );
         self.submit_build_with_key(request, &key).await
     }
 
     /// Queues a build under a caller-chosen idempotency key.
-    pub async fn submit_build_with_key(
-        &self,
-        request: &SubmitBuildRequest,
-        key: &str,
-    ) -> Result<Job, ClientError> {
-        let body = to_json(request)?;
+    pub async fn submit_build_with_key(&self, request: &SubmitBuildRequest, key: &str) -> Result<Job, ClientError> {
+        let body = Some(to_json(request)?);
         let headers = [(IDEMPOTENCY_KEY_HEADER, key.to_string())];
-        self.call(
-            Method::POST,
-            "/api/v1/builds",
-            Some(body),
-            &headers,
-            Duration::from_secs(40),
-        )
+        // The idempotency key makes a resend safe even when the first answer was lost.
+        let path = "/api/v1/builds";
+        self.call(Call {
+            method: Method::POST,
+            path,
+            body,
+            headers: &headers,
+            timeout: CALL_TIMEOUT,
+            retry: Retry::Always,
+        })
         .await?
         .ok_or_else(|| no_body("/api/v1/builds"))
     }
@@ -313,46 +293,29 @@ impl Client {
 
     /// One build, reflecting every write acknowledged before the call.
     pub async fn get_build_linearizable(&self, id: JobId) -> Result<Job, ClientError> {
-        self.get(&format!("/api/v1/builds/{id}?consistency=linearizable"))
-            .await
+        self.get(&format!("/api/v1/builds/{id}?consistency=linearizable")).await
     }
 
     /// Cancels a queued build, or asks a running one to stop.
     pub async fn cancel_build(&self, id: JobId) -> Result<Job, ClientError> {
-        self.post(
-            &format!("/api/v1/builds/{id}/cancel"),
-            &serde_json::json!({}),
-        )
-        .await
+        self.post(&format!("/api/v1/builds/{id}/cancel"), &serde_json::json!({}), Retry::IfNotSent).await
     }
 
     /// Claims the oldest queued job, waiting up to `wait` for one; `None` when nothing came.
-    pub async fn claim(
-        &self,
-        worker: &WorkerId,
-        wait: Duration,
-    ) -> Result<Option<ClaimResponse>, ClientError> {
+    pub async fn claim(&self, worker: &WorkerId, wait: Duration) -> Result<Option<ClaimResponse>, ClientError> {
         let path = format!("/api/v1/jobs/claim?wait={}", wait.as_secs());
-        let body = to_json(&ClaimRequest {
-            worker: worker.clone(),
-        })?;
-        self.call(
-            Method::POST,
-            &path,
-            Some(body),
-            &[],
-            wait + Duration::from_secs(10),
-        )
-        .await
+        let body = Some(to_json(&ClaimRequest { worker: worker.clone() })?);
+        let timeout = wait + Duration::from_secs(10);
+        self.call(Call { method: Method::POST, path: &path, body, headers: &[], timeout, retry: Retry::IfNotSent })
+            .await
     }
 
     /// Tells the cluster the worker still holds `lease`.
     pub async fn heartbeat(&self, lease: Lease) -> Result<HeartbeatAck, ClientError> {
         self.post(
             &format!("/api/v1/jobs/{}/heartbeat", lease.job),
-            &HeartbeatRequest {
-                attempt: lease.attempt,
-            },
+            &HeartbeatRequest { attempt: lease.attempt },
+            Retry::Always,
         )
         .await
     }
@@ -361,28 +324,16 @@ impl Client {
     pub async fn succeed(&self, lease: Lease, artifact: Artifact) -> Result<Job, ClientError> {
         self.post(
             &format!("/api/v1/jobs/{}/succeed", lease.job),
-            &SucceedRequest {
-                attempt: lease.attempt,
-                artifact,
-            },
+            &SucceedRequest { attempt: lease.attempt, artifact },
+            Retry::IfNotSent,
         )
         .await
     }
 
     /// Reports failure; `retryable` for infrastructure trouble, false for a failing build.
-    pub async fn fail(
-        &self,
-        lease: Lease,
-        reason: &str,
-        retryable: bool,
-    ) -> Result<Job, ClientError> {
-        let body = FailRequest {
-            attempt: lease.attempt,
-            reason: reason.to_string(),
-            retryable,
-        };
-        self.post(&format!("/api/v1/jobs/{}/fail", lease.job), &body)
-            .await
+    pub async fn fail(&self, lease: Lease, reason: &str, retryable: bool) -> Result<Job, ClientError> {
+        let body = FailRequest { attempt: lease.attempt, reason: reason.to_string(), retryable };
+        self.post(&format!("/api/v1/jobs/{}/fail", lease.job), &body, Retry::IfNotSent).await
     }
 
     /// Makes `build` the desired version of `service`.
@@ -391,14 +342,7 @@ impl Client {
         service: &ServiceName,
         build: JobId,
     ) -> Result<cascade_core::state::DesiredVersion, ClientError> {
-        self.post(
-            "/api/v1/deployments",
-            &DeployRequest {
-                service: service.clone(),
-                build,
-            },
-        )
-        .await
+        self.post("/api/v1/deployments", &DeployRequest { service: service.clone(), build }, Retry::IfNotSent).await
     }
 
     /// A service's desired version, history and rollout.
@@ -407,11 +351,7 @@ impl Client {
     }
 
     /// Every desired version, waiting up to `wait` for the replica to reach `min_index`.
-    pub async fn desired(
-        &self,
-        min_index: Option<u64>,
-        wait: Duration,
-    ) -> Result<DesiredVersions, ClientError> {
+    pub async fn desired(&self, min_index: Option<u64>, wait: Duration) -> Result<DesiredVersions, ClientError> {
         let path = match min_index {
             Some(i) => format!("/api/v1/desired?min_index={i}&wait={}", wait.as_secs()),
             None => "/api/v1/desired".to_string(),
@@ -426,16 +366,13 @@ impl Client {
 
     /// Initializes the cluster on the first server.
     pub async fn cluster_init(&self) -> Result<serde_json::Value, ClientError> {
-        self.post("/api/v1/cluster/init", &serde_json::json!({}))
-            .await
+        self.post("/api/v1/cluster/init", &serde_json::json!({}), Retry::IfNotSent).await
     }
 
     /// Adds a learner or voter.
-    pub async fn add_member(
-        &self,
-        request: &AddMemberRequest,
-    ) -> Result<serde_json::Value, ClientError> {
-        self.post("/api/v1/cluster/members", request).await
+    pub async fn add_member(&self, request: &AddMemberRequest) -> Result<serde_json::Value, ClientError> {
+        // Adding a member that exists with the same address is a no-op on the server, so resending is safe.
+        self.post("/api/v1/cluster/members", request, Retry::Always).await
     }
 
     /// One page of the audit log, newest first.
@@ -449,15 +386,11 @@ impl Client {
 }
 
 fn to_json<B: Serialize>(body: &B) -> Result<serde_json::Value, ClientError> {
-    serde_json::to_value(body)
-        .map_err(|e| ClientError::Config(format!("cannot encode request: {e}")))
+    serde_json::to_value(body).map_err(|e| ClientError::Config(format!("cannot encode request: {e}")))
 }
 
 fn no_body(path: &str) -> ClientError {
-    ClientError::Decode {
-        url: path.to_string(),
-        detail: "empty answer where a body was expected".into(),
-    }
+    ClientError::Decode { url: path.to_string(), detail: "empty answer where a body was expected".into() }
 }
 
 async fn error_text(response: reqwest::Response) -> String {

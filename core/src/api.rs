@@ -55,7 +55,8 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Machine-readable kind: `invalid_request`, `not_found`, `stale_lease`, `wrong_state`, `unauthorized`,
-    /// `forbidden`, `payload_too_large`, `no_leader`, `internal`.
+    /// `forbidden`, `payload_too_large`, `no_leader`, `replica_lagging`, `outcome_unknown` (504: the command may
+    /// or may not have been applied; check before retrying), `internal`.
     pub error: String,
     /// What was wrong and what to do about it.
     pub detail: String,

@@ -1,8 +1,7 @@
 //! The commands of the replicated log, what they return, and why they can be refused.
 
 use crate::ids::{
-    ClusterName, CommitSha, Digest, JobId, Principal, Region, RepoUrl, ServiceName, UnixMillis,
-    WorkerId,
+    ClusterName, CommitSha, Digest, JobId, Principal, Region, RepoUrl, ServiceName, UnixMillis, WorkerId,
 };
 use crate::job::{Artifact, Job, Lease};
 use crate::state::{ArtifactRecord, DesiredVersion, ReplicationStatus, RolloutCounts};
@@ -27,12 +26,7 @@ pub struct Request {
 pub enum Command {
     /// Queue a build of one commit. A repeated `idempotency_key` returns the job it first created, so a
     /// client may retry a submission whose answer it never saw without queueing the build twice.
-    SubmitBuild {
-        repo: RepoUrl,
-        commit: CommitSha,
-        service: ServiceName,
-        idempotency_key: Option<String>,
-    },
+    SubmitBuild { repo: RepoUrl, commit: CommitSha, service: ServiceName, idempotency_key: Option<String> },
     /// Hand the oldest queued job to `worker`.
     Claim { worker: WorkerId },
     /// A worker is still alive and still holds the lease.
@@ -40,31 +34,17 @@ pub enum Command {
     /// The build succeeded and its artifact is uploaded.
     Succeed { lease: Lease, artifact: Artifact },
     /// The build failed; `retryable` failures (infrastructure) are requeued while attempts remain.
-    Fail {
-        lease: Lease,
-        reason: String,
-        retryable: bool,
-    },
+    Fail { lease: Lease, reason: String, retryable: bool },
     /// Requeue (or fail) running jobs whose last heartbeat is older than `timeout_ms` before `at`.
     RequeueStale { timeout_ms: u64 },
     /// Cancel a queued job now, or ask a running job's worker to stop.
     Cancel { job: JobId },
     /// Record how far an artifact's copy into a region's store has come.
-    RecordReplication {
-        digest: Digest,
-        region: Region,
-        status: ReplicationStatus,
-    },
+    RecordReplication { digest: Digest, region: Region, status: ReplicationStatus },
     /// Make a succeeded build the version every machine of `service` should run.
     SetDesiredVersion { service: ServiceName, build: JobId },
     /// A region manager's batched host counts for one cluster.
-    ReportRollout {
-        service: ServiceName,
-        generation: u64,
-        region: Region,
-        cluster: ClusterName,
-        counts: RolloutCounts,
-    },
+    ReportRollout { service: ServiceName, generation: u64, region: Region, cluster: ClusterName, counts: RolloutCounts },
 }
 
 impl Command {

@@ -20,10 +20,7 @@ pub struct InvalidValue {
 impl InvalidValue {
     /// Builds the error for `field` with a human explanation.
     pub fn new(field: &str, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.to_string(),
-            reason: reason.into(),
-        }
+        Self { field: field.to_string(), reason: reason.into() }
     }
 }
 
@@ -74,10 +71,7 @@ fn validate_commit(value: String) -> Result<String, InvalidValue> {
     if value.len() != 40 {
         return Err(InvalidValue::new(
             field,
-            format!(
-                "a commit SHA is exactly 40 hexadecimal characters; got {} characters",
-                value.chars().count()
-            ),
+            format!("a commit SHA is exactly 40 hexadecimal characters; got {} characters", value.chars().count()),
         ));
     }
     if let Some(bad) = value.chars().find(|c| !c.is_ascii_hexdigit()) {
@@ -94,26 +88,14 @@ fn validate_commit(value: String) -> Result<String, InvalidValue> {
 fn validate_label(field: &str, value: String) -> Result<String, InvalidValue> {
     const MAX: usize = 63;
     if value.is_empty() || value.len() > MAX {
-        return Err(InvalidValue::new(
-            field,
-            format!("must be 1 to {MAX} characters long; got {}", value.len()),
-        ));
+        return Err(InvalidValue::new(field, format!("must be 1 to {MAX} characters long; got {}", value.len())));
     }
     let first = value.as_bytes()[0];
     if !first.is_ascii_lowercase() {
-        return Err(InvalidValue::new(
-            field,
-            "must start with a lower-case letter a-z",
-        ));
+        return Err(InvalidValue::new(field, "must start with a lower-case letter a-z"));
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Err(InvalidValue::new(
-            field,
-            format!("may hold only a-z, 0-9 and '-'; found {bad:?}"),
-        ));
+    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return Err(InvalidValue::new(field, format!("may hold only a-z, 0-9 and '-'; found {bad:?}")));
     }
     if value.ends_with('-') {
         return Err(InvalidValue::new(field, "must not end with '-'"));
@@ -136,31 +118,18 @@ fn validate_repo(value: String) -> Result<String, InvalidValue> {
     let field = "repo";
     const MAX: usize = 2048;
     if value.is_empty() || value.len() > MAX {
-        return Err(InvalidValue::new(
-            field,
-            format!("must be 1 to {MAX} characters long"),
-        ));
+        return Err(InvalidValue::new(field, format!("must be 1 to {MAX} characters long")));
     }
     if value.starts_with('-') {
-        return Err(InvalidValue::new(
-            field,
-            "must not start with '-' (it would be read as a git option)",
-        ));
+        return Err(InvalidValue::new(field, "must not start with '-' (it would be read as a git option)"));
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(InvalidValue::new(
-            field,
-            "must not contain whitespace or control characters",
-        ));
+        return Err(InvalidValue::new(field, "must not contain whitespace or control characters"));
     }
     const SCHEMES: [&str; 5] = ["https://", "http://", "ssh://", "git://", "file://"];
-    let has_scheme = SCHEMES
-        .iter()
-        .any(|s| value.starts_with(s) && value.len() > s.len());
+    let has_scheme = SCHEMES.iter().any(|s| value.starts_with(s) && value.len() > s.len());
     let scp_like = !value.contains("://")
-        && value
-            .split_once(':')
-            .is_some_and(|(host, path)| host.contains('@') && !path.is_empty());
+        && value.split_once(':').is_some_and(|(host, path)| host.contains('@') && !path.is_empty());
     let absolute_path = value.starts_with('/');
     if !(has_scheme || scp_like || absolute_path) {
         return Err(InvalidValue::new(
@@ -182,19 +151,11 @@ fn validate_principal(value: String) -> Result<String, InvalidValue> {
 fn validate_name(field: &str, value: String) -> Result<String, InvalidValue> {
     const MAX: usize = 128;
     if value.is_empty() || value.len() > MAX {
-        return Err(InvalidValue::new(
-            field,
-            format!("must be 1 to {MAX} characters long"),
-        ));
+        return Err(InvalidValue::new(field, format!("must be 1 to {MAX} characters long")));
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | ':')))
+    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | ':')))
     {
-        return Err(InvalidValue::new(
-            field,
-            format!("may hold only A-Z a-z 0-9 . _ - @ :; found {bad:?}"),
-        ));
+        return Err(InvalidValue::new(field, format!("may hold only A-Z a-z 0-9 . _ - @ :; found {bad:?}")));
     }
     Ok(value)
 }
@@ -202,10 +163,7 @@ fn validate_name(field: &str, value: String) -> Result<String, InvalidValue> {
 fn validate_digest(value: String) -> Result<String, InvalidValue> {
     let field = "digest";
     if value.len() != 64 || !value.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(InvalidValue::new(
-            field,
-            "a BLAKE3 digest is exactly 64 hexadecimal characters",
-        ));
+        return Err(InvalidValue::new(field, "a BLAKE3 digest is exactly 64 hexadecimal characters"));
     }
     Ok(value.to_ascii_lowercase())
 }
@@ -263,9 +221,7 @@ impl fmt::Display for JobId {
 }
 
 /// Milliseconds since the Unix epoch. Only the leader reads a clock; everything else gets time from commands.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct UnixMillis(pub u64);
 
@@ -301,22 +257,10 @@ mod tests {
 
     #[test]
     fn repo_urls_reject_option_injection() {
-        for good in [
-            "https://git.example.com/a/b.git",
-            "git@host:org/repo",
-            "/srv/git/repo",
-            "file:///tmp/r",
-        ] {
+        for good in ["https://git.example.com/a/b.git", "git@host:org/repo", "/srv/git/repo", "file:///tmp/r"] {
             assert!(RepoUrl::parse(good).is_ok(), "{good} refused");
         }
-        for bad in [
-            "",
-            "--upload-pack=evil",
-            "repo",
-            "https://",
-            "https://a b",
-            "ftp://x/y",
-        ] {
+        for bad in ["", "--upload-pack=evil", "repo", "https://", "https://a b", "ftp://x/y"] {
             assert!(RepoUrl::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -130,10 +130,7 @@ impl<'de> Deserialize<'de> for JobStatus {
 impl JobStatus {
     /// Succeeded, failed and cancelled never change again.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded { .. } | Self::Failed { .. } | Self::Cancelled { .. }
-        )
+        matches!(self, Self::Succeeded { .. } | Self::Failed { .. } | Self::Cancelled { .. })
     }
 
     /// Short lower-case name, as used in filters, metrics and badges.
@@ -188,10 +185,7 @@ impl Job {
     /// The lease a running job's worker must present, if it is running.
     pub fn current_lease(&self) -> Option<Lease> {
         match &self.status {
-            JobStatus::Running { attempt, .. } => Some(Lease {
-                job: self.id,
-                attempt: *attempt,
-            }),
+            JobStatus::Running { attempt, .. } => Some(Lease { job: self.id, attempt: *attempt }),
             _ => None,
         }
     }

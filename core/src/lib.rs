@@ -11,12 +11,10 @@ pub mod job;
 pub mod state;
 
 pub use command::{
-    ClaimedJob, Command, CommandError, CommandOutput, CommandResult, HeartbeatAck, Request,
-    StaleReport,
+    ClaimedJob, Command, CommandError, CommandOutput, CommandResult, HeartbeatAck, Request, StaleReport,
 };
 pub use ids::{
-    ClusterName, CommitSha, Digest, InvalidValue, JobId, Principal, Region, RepoUrl, ServiceName,
-    UnixMillis, WorkerId,
+    ClusterName, CommitSha, Digest, InvalidValue, JobId, Principal, Region, RepoUrl, ServiceName, UnixMillis, WorkerId,
 };
 pub use job::{Artifact, Job, JobStatus, Lease};
 pub use state::State;

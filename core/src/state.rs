@@ -6,12 +6,9 @@
 //! before the first mutation.
 
 use crate::command::{
-    ClaimedJob, Command, CommandError, CommandOutput, CommandResult, HeartbeatAck, Request,
-    StaleReport,
+    ClaimedJob, Command, CommandError, CommandOutput, CommandResult, HeartbeatAck, Request, StaleReport,
 };
-use crate::ids::{
-    ClusterName, Digest, JobId, Principal, Region, ServiceName, UnixMillis, WorkerId,
-};
+use crate::ids::{ClusterName, Digest, JobId, Principal, Region, ServiceName, UnixMillis, WorkerId};
 use crate::job::{bounded_reason, Artifact, Job, JobStatus, Lease, DEFAULT_MAX_ATTEMPTS};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
@@ -186,25 +183,15 @@ mod rollouts_as_pairs {
     use serde::{Deserialize, Deserializer, Serializer};
 
     type Rollouts = BTreeMap<(ServiceName, u64), BTreeMap<(Region, ClusterName), ClusterRollout>>;
-    type Pairs = Vec<(
-        (ServiceName, u64),
-        Vec<((Region, ClusterName), ClusterRollout)>,
-    )>;
+    type Pairs = Vec<((ServiceName, u64), Vec<((Region, ClusterName), ClusterRollout)>)>;
 
     pub fn serialize<S: Serializer>(rollouts: &Rollouts, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(
-            rollouts
-                .iter()
-                .map(|(key, clusters)| (key, clusters.iter().collect::<Vec<_>>())),
-        )
+        serializer.collect_seq(rollouts.iter().map(|(key, clusters)| (key, clusters.iter().collect::<Vec<_>>())))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Rollouts, D::Error> {
         let pairs = Pairs::deserialize(deserializer)?;
-        Ok(pairs
-            .into_iter()
-            .map(|(key, clusters)| (key, clusters.into_iter().collect()))
-            .collect())
+        Ok(pairs.into_iter().map(|(key, clusters)| (key, clusters.into_iter().collect())).collect())
     }
 }
 
@@ -216,16 +203,8 @@ impl State {
         let now = self.clock.max(request.at);
         let actor = &request.actor;
         let result = match &request.command {
-            Command::SubmitBuild {
-                repo,
-                commit,
-                service,
-                idempotency_key,
-            } => {
-                if let Some(existing) = idempotency_key
-                    .as_ref()
-                    .and_then(|k| self.submissions.get(k))
-                {
+            Command::SubmitBuild { repo, commit, service, idempotency_key } => {
+                if let Some(existing) = idempotency_key.as_ref().and_then(|k| self.submissions.get(k)) {
                     if let Some(job) = self.jobs.get(existing) {
                         let job = job.clone();
                         self.clock = now;
@@ -252,73 +231,39 @@ impl State {
                 if let Some(key) = idempotency_key {
                     self.submissions.insert(key.clone(), id);
                 }
-                self.audit(
-                    now,
-                    actor,
-                    "submit_build",
-                    format!("build {id}: {service} at {commit} from {repo}"),
-                );
+                self.audit(now, actor, "submit_build", format!("build {id}: {service} at {commit} from {repo}"));
                 self.jobs.insert(id, job.clone());
                 Ok(CommandOutput::Job(job))
             }
             Command::Claim { worker } => Ok(CommandOutput::Claimed(self.claim(now, actor, worker))),
             Command::Heartbeat { lease } => self.heartbeat(now, actor, *lease),
             Command::Succeed { lease, artifact } => self.succeed(now, actor, *lease, artifact),
-            Command::Fail {
-                lease,
-                reason,
-                retryable,
-            } => self.fail(now, actor, *lease, reason, *retryable),
-            Command::RequeueStale { timeout_ms } => Ok(CommandOutput::Stale(self.requeue_stale(
-                now,
-                actor,
-                *timeout_ms,
-            ))),
-            Command::Cancel { job } => self.cancel(now, actor, *job),
-            Command::RecordReplication {
-                digest,
-                region,
-                status,
-            } => self.record_replication(now, actor, digest, region, status),
-            Command::SetDesiredVersion { service, build } => {
-                self.set_desired(now, actor, service, *build)
+            Command::Fail { lease, reason, retryable } => self.fail(now, actor, *lease, reason, *retryable),
+            Command::RequeueStale { timeout_ms } => {
+                Ok(CommandOutput::Stale(self.requeue_stale(now, actor, *timeout_ms)))
             }
-            Command::ReportRollout {
-                service,
-                generation,
-                region,
-                cluster,
-                counts,
-            } => self.report_rollout(now, service, *generation, region, cluster, *counts),
+            Command::Cancel { job } => self.cancel(now, actor, *job),
+            Command::RecordReplication { digest, region, status } => {
+                self.record_replication(now, actor, digest, region, status)
+            }
+            Command::SetDesiredVersion { service, build } => self.set_desired(now, actor, service, *build),
+            Command::ReportRollout { service, generation, region, cluster, counts } => {
+                self.report_rollout(now, service, *generation, region, cluster, *counts)
+            }
         };
         if result.is_ok() {
             self.clock = now;
         }
-        debug_assert!(
-            self.indexes_consistent().is_ok(),
-            "{:?}",
-            self.indexes_consistent()
-        );
+        debug_assert!(self.indexes_consistent().is_ok(), "{:?}", self.indexes_consistent());
         result
     }
 
     fn audit(&mut self, at: UnixMillis, actor: &Principal, action: &str, detail: String) {
         let seq = self.audit.len() as u64 + 1;
-        self.audit.push(AuditEntry {
-            seq,
-            at,
-            actor: actor.clone(),
-            action: action.to_string(),
-            detail,
-        });
+        self.audit.push(AuditEntry { seq, at, actor: actor.clone(), action: action.to_string(), detail });
     }
 
-    fn claim(
-        &mut self,
-        now: UnixMillis,
-        actor: &Principal,
-        worker: &WorkerId,
-    ) -> Option<ClaimedJob> {
+    fn claim(&mut self, now: UnixMillis, actor: &Principal, worker: &WorkerId) -> Option<ClaimedJob> {
         self.workers.insert(worker.clone(), now);
         let id = self.queue.pop_first()?;
         let job = self.jobs.get_mut(&id)?;
@@ -330,61 +275,30 @@ impl State {
             last_heartbeat: now,
             cancel_requested: false,
         };
-        job.record(
-            now,
-            format!("claimed by {worker} (attempt {})", job.attempt),
-        );
-        let claimed = ClaimedJob {
-            job: job.clone(),
-            lease: Lease {
-                job: id,
-                attempt: job.attempt,
-            },
-        };
+        job.record(now, format!("claimed by {worker} (attempt {})", job.attempt));
+        let claimed = ClaimedJob { job: job.clone(), lease: Lease { job: id, attempt: job.attempt } };
         self.running.insert((now, id));
-        self.audit(
-            now,
-            actor,
-            "claim",
-            format!("build {id} attempt {} to {worker}", claimed.lease.attempt),
-        );
+        self.audit(now, actor, "claim", format!("build {id} attempt {} to {worker}", claimed.lease.attempt));
         Some(claimed)
     }
 
     /// Checks that `lease` is the job's running attempt; returns its last heartbeat and cancel flag.
     fn check_lease(&self, lease: Lease) -> Result<(UnixMillis, bool), CommandError> {
-        let job = self
-            .jobs
-            .get(&lease.job)
-            .ok_or(CommandError::UnknownJob(lease.job))?;
+        let job = self.jobs.get(&lease.job).ok_or(CommandError::UnknownJob(lease.job))?;
         match &job.status {
-            JobStatus::Running {
-                attempt,
-                last_heartbeat,
-                cancel_requested,
-                ..
-            } if *attempt == lease.attempt => Ok((*last_heartbeat, *cancel_requested)),
-            JobStatus::Running {
-                attempt, worker, ..
-            } => Err(CommandError::StaleLease {
+            JobStatus::Running { attempt, last_heartbeat, cancel_requested, .. } if *attempt == lease.attempt => {
+                Ok((*last_heartbeat, *cancel_requested))
+            }
+            JobStatus::Running { attempt, worker, .. } => Err(CommandError::StaleLease {
                 lease,
                 current: format!("the build is running attempt {attempt} on {worker}"),
             }),
-            other => Err(CommandError::StaleLease {
-                lease,
-                current: format!("the build is {}", other.name()),
-            }),
+            other => Err(CommandError::StaleLease { lease, current: format!("the build is {}", other.name()) }),
         }
     }
 
     /// Moves a running job out of the running index into `status`.
-    fn finish_running(
-        &mut self,
-        id: JobId,
-        last_heartbeat: UnixMillis,
-        now: UnixMillis,
-        status: JobStatus,
-    ) {
+    fn finish_running(&mut self, id: JobId, last_heartbeat: UnixMillis, now: UnixMillis, status: JobStatus) {
         self.running.remove(&(last_heartbeat, id));
         if let Some(job) = self.jobs.get_mut(&id) {
             if status.is_terminal() {
@@ -399,32 +313,17 @@ impl State {
     fn heartbeat(&mut self, now: UnixMillis, actor: &Principal, lease: Lease) -> CommandResult {
         let (last, cancel_requested) = self.check_lease(lease)?;
         if cancel_requested {
-            self.finish_running(
-                lease.job,
-                last,
-                now,
-                JobStatus::Cancelled { by: actor.clone() },
-            );
+            self.finish_running(lease.job, last, now, JobStatus::Cancelled { by: actor.clone() });
             if let Some(job) = self.jobs.get_mut(&lease.job) {
                 job.record(now, "cancelled: worker acknowledged".to_string());
             }
-            self.audit(
-                now,
-                actor,
-                "cancel",
-                format!("build {} cancelled; worker stopped", lease.job),
-            );
+            self.audit(now, actor, "cancel", format!("build {} cancelled; worker stopped", lease.job));
             return Ok(CommandOutput::Heartbeat(HeartbeatAck { cancelled: true }));
         }
         self.running.remove(&(last, lease.job));
         self.running.insert((now, lease.job));
         if let Some(job) = self.jobs.get_mut(&lease.job) {
-            if let JobStatus::Running {
-                worker,
-                last_heartbeat,
-                ..
-            } = &mut job.status
-            {
+            if let JobStatus::Running { worker, last_heartbeat, .. } = &mut job.status {
                 *last_heartbeat = now;
                 self.workers.insert(worker.clone(), now);
             }
@@ -432,68 +331,34 @@ impl State {
         Ok(CommandOutput::Heartbeat(HeartbeatAck { cancelled: false }))
     }
 
-    fn succeed(
-        &mut self,
-        now: UnixMillis,
-        actor: &Principal,
-        lease: Lease,
-        artifact: &Artifact,
-    ) -> CommandResult {
+    fn succeed(&mut self, now: UnixMillis, actor: &Principal, lease: Lease, artifact: &Artifact) -> CommandResult {
         let (last, cancel_requested) = self.check_lease(lease)?;
         if cancel_requested {
             // The cancel wins: the person who asked for it must not find the build deployable afterwards.
             // This refusal does change the state, so it moves the clock like an accepted command.
             self.clock = now;
-            self.finish_running(
-                lease.job,
-                last,
-                now,
-                JobStatus::Cancelled { by: actor.clone() },
-            );
-            self.audit(
-                now,
-                actor,
-                "cancel",
-                format!(
-                    "build {} cancelled before its result was recorded",
-                    lease.job
-                ),
-            );
+            self.finish_running(lease.job, last, now, JobStatus::Cancelled { by: actor.clone() });
+            self.audit(now, actor, "cancel", format!("build {} cancelled before its result was recorded", lease.job));
             return Err(CommandError::WrongState {
                 job: lease.job,
                 status: "cancelled".into(),
                 what: "a cancel was requested, so the result was discarded".into(),
             });
         }
-        self.finish_running(
-            lease.job,
-            last,
-            now,
-            JobStatus::Succeeded {
-                artifact: artifact.clone(),
-            },
-        );
-        self.artifacts
-            .entry(artifact.digest.clone())
-            .or_insert_with(|| ArtifactRecord {
-                artifact: artifact.clone(),
-                build: lease.job,
-                replication: BTreeMap::new(),
-                updated_at: now,
-            });
+        self.finish_running(lease.job, last, now, JobStatus::Succeeded { artifact: artifact.clone() });
+        self.artifacts.entry(artifact.digest.clone()).or_insert_with(|| ArtifactRecord {
+            artifact: artifact.clone(),
+            build: lease.job,
+            replication: BTreeMap::new(),
+            updated_at: now,
+        });
         self.audit(
             now,
             actor,
             "succeed",
-            format!(
-                "build {} succeeded: {} ({} bytes)",
-                lease.job, artifact.digest, artifact.size
-            ),
+            format!("build {} succeeded: {} ({} bytes)", lease.job, artifact.digest, artifact.size),
         );
-        let job = self
-            .jobs
-            .get_mut(&lease.job)
-            .ok_or(CommandError::UnknownJob(lease.job))?;
+        let job = self.jobs.get_mut(&lease.job).ok_or(CommandError::UnknownJob(lease.job))?;
         job.record(now, format!("succeeded (attempt {})", lease.attempt));
         Ok(CommandOutput::Job(job.clone()))
     }
@@ -508,47 +373,26 @@ impl State {
     ) -> CommandResult {
         let (last, _) = self.check_lease(lease)?;
         let reason = bounded_reason(reason);
-        let (attempt, max) = self
-            .jobs
-            .get(&lease.job)
-            .map(|j| (j.attempt, j.max_attempts))
-            .unwrap_or_default();
+        let (attempt, max) = self.jobs.get(&lease.job).map(|j| (j.attempt, j.max_attempts)).unwrap_or_default();
         let status = if retryable && attempt < max {
             JobStatus::Queued
         } else if retryable {
-            JobStatus::Failed {
-                reason: format!("{reason} (gave up after {attempt} attempts)"),
-            }
+            JobStatus::Failed { reason: format!("{reason} (gave up after {attempt} attempts)") }
         } else {
-            JobStatus::Failed {
-                reason: reason.clone(),
-            }
+            JobStatus::Failed { reason: reason.clone() }
         };
         let event = match &status {
             JobStatus::Queued => format!("attempt {attempt} failed, requeued: {reason}"),
             _ => format!("failed: {reason}"),
         };
         self.finish_running(lease.job, last, now, status);
-        self.audit(
-            now,
-            actor,
-            "fail",
-            format!("build {} attempt {attempt}: {event}", lease.job),
-        );
-        let job = self
-            .jobs
-            .get_mut(&lease.job)
-            .ok_or(CommandError::UnknownJob(lease.job))?;
+        self.audit(now, actor, "fail", format!("build {} attempt {attempt}: {event}", lease.job));
+        let job = self.jobs.get_mut(&lease.job).ok_or(CommandError::UnknownJob(lease.job))?;
         job.record(now, event);
         Ok(CommandOutput::Job(job.clone()))
     }
 
-    fn requeue_stale(
-        &mut self,
-        now: UnixMillis,
-        actor: &Principal,
-        timeout_ms: u64,
-    ) -> StaleReport {
+    fn requeue_stale(&mut self, now: UnixMillis, actor: &Principal, timeout_ms: u64) -> StaleReport {
         let mut report = StaleReport::default();
         let stale: Vec<(UnixMillis, JobId)> = self
             .running
@@ -561,36 +405,20 @@ impl State {
             let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            let JobStatus::Running {
-                worker,
-                cancel_requested,
-                ..
-            } = &job.status
-            else {
+            let JobStatus::Running { worker, cancel_requested, .. } = &job.status else {
                 continue;
             };
             let worker = worker.clone();
             let (status, event) = if *cancel_requested {
                 report.cancelled.push(id);
-                (
-                    JobStatus::Cancelled { by: actor.clone() },
-                    format!("cancelled: worker {worker} went silent"),
-                )
+                (JobStatus::Cancelled { by: actor.clone() }, format!("cancelled: worker {worker} went silent"))
             } else if job.attempt >= job.max_attempts {
                 report.failed.push(id);
                 let reason = format!("worker lost {} times (last: {worker})", job.attempt);
-                (
-                    JobStatus::Failed {
-                        reason: reason.clone(),
-                    },
-                    format!("failed: {reason}"),
-                )
+                (JobStatus::Failed { reason: reason.clone() }, format!("failed: {reason}"))
             } else {
                 report.requeued.push(id);
-                (
-                    JobStatus::Queued,
-                    format!("worker {worker} lost on attempt {}, requeued", job.attempt),
-                )
+                (JobStatus::Queued, format!("worker {worker} lost on attempt {}, requeued", job.attempt))
             };
             self.finish_running(id, last, now, status);
             if let Some(job) = self.jobs.get_mut(&id) {
@@ -603,10 +431,7 @@ impl State {
                 now,
                 actor,
                 "requeue_stale",
-                format!(
-                    "requeued {:?}, failed {:?}, cancelled {:?}",
-                    report.requeued, report.failed, report.cancelled
-                ),
+                format!("requeued {:?}, failed {:?}, cancelled {:?}", report.requeued, report.failed, report.cancelled),
             );
         }
         report
@@ -621,9 +446,7 @@ impl State {
                 job.finished_at = Some(now);
                 job.record(now, format!("cancelled by {actor}"));
             }
-            JobStatus::Running {
-                cancel_requested, ..
-            } => {
+            JobStatus::Running { cancel_requested, .. } => {
                 *cancel_requested = true;
                 job.record(now, format!("cancel requested by {actor}"));
             }
@@ -636,12 +459,7 @@ impl State {
             }
         }
         let job = job.clone();
-        self.audit(
-            now,
-            actor,
-            "cancel",
-            format!("build {id}: {}", job.status.name()),
-        );
+        self.audit(now, actor, "cancel", format!("build {id}: {}", job.status.name()));
         Ok(CommandOutput::Job(job))
     }
 
@@ -653,23 +471,13 @@ impl State {
         region: &Region,
         status: &ReplicationStatus,
     ) -> CommandResult {
-        let record = self
-            .artifacts
-            .get_mut(digest)
-            .ok_or_else(|| CommandError::UnknownArtifact(digest.clone()))?;
+        let record = self.artifacts.get_mut(digest).ok_or_else(|| CommandError::UnknownArtifact(digest.clone()))?;
         let changed = record.replication.get(region) != Some(status);
         record.replication.insert(region.clone(), status.clone());
         let record = record.clone();
         if changed {
-            self.artifacts
-                .entry(digest.clone())
-                .and_modify(|r| r.updated_at = now);
-            self.audit(
-                now,
-                actor,
-                "record_replication",
-                format!("{digest} in {region}: {status:?}"),
-            );
+            self.artifacts.entry(digest.clone()).and_modify(|r| r.updated_at = now);
+            self.audit(now, actor, "record_replication", format!("{digest} in {region}: {status:?}"));
         }
         Ok(CommandOutput::Replication(record))
     }
@@ -681,15 +489,9 @@ impl State {
         service: &ServiceName,
         build: JobId,
     ) -> CommandResult {
-        let job = self
-            .jobs
-            .get(&build)
-            .ok_or(CommandError::UnknownJob(build))?;
+        let job = self.jobs.get(&build).ok_or(CommandError::UnknownJob(build))?;
         let JobStatus::Succeeded { artifact } = &job.status else {
-            return Err(CommandError::NotDeployable {
-                job: build,
-                status: job.status.name().into(),
-            });
+            return Err(CommandError::NotDeployable { job: build, status: job.status.name().into() });
         };
         if &job.service != service {
             return Err(CommandError::ServiceMismatch {
@@ -713,12 +515,7 @@ impl State {
             history.remove(0);
         }
         history.push(desired.clone());
-        self.audit(
-            now,
-            actor,
-            "set_desired_version",
-            format!("{service} generation {generation}: build {build}"),
-        );
+        self.audit(now, actor, "set_desired_version", format!("{service} generation {generation}: build {build}"));
         Ok(CommandOutput::Desired(desired))
     }
 
@@ -733,18 +530,9 @@ impl State {
     ) -> CommandResult {
         let latest = self.desired.get(service).map_or(0, |d| d.generation);
         if generation == 0 || generation > latest {
-            return Err(CommandError::UnknownGeneration {
-                service: service.clone(),
-                generation,
-                latest,
-            });
+            return Err(CommandError::UnknownGeneration { service: service.clone(), generation, latest });
         }
-        let parts = [
-            counts.fetching,
-            counts.verified,
-            counts.active,
-            counts.failed,
-        ];
+        let parts = [counts.fetching, counts.verified, counts.active, counts.failed];
         let sum = parts.iter().try_fold(0u64, |acc, n| acc.checked_add(*n));
         if sum.is_none_or(|s| s > counts.total) {
             return Err(CommandError::InvalidCounts(format!(
@@ -754,13 +542,7 @@ impl State {
         self.rollouts
             .entry((service.clone(), generation))
             .or_default()
-            .insert(
-                (region.clone(), cluster.clone()),
-                ClusterRollout {
-                    counts,
-                    reported_at: now,
-                },
-            );
+            .insert((region.clone(), cluster.clone()), ClusterRollout { counts, reported_at: now });
         Ok(CommandOutput::RolloutRecorded)
     }
 
@@ -780,20 +562,13 @@ impl State {
                         return Err(format!("queued job {id} missing from the queue"));
                     }
                 }
-                JobStatus::Running {
-                    last_heartbeat,
-                    attempt,
-                    ..
-                } => {
+                JobStatus::Running { last_heartbeat, attempt, .. } => {
                     running += 1;
                     if !self.running.contains(&(*last_heartbeat, *id)) {
                         return Err(format!("running job {id} missing from the running index"));
                     }
                     if *attempt != job.attempt || *attempt == 0 {
-                        return Err(format!(
-                            "job {id} runs attempt {attempt} but its counter says {}",
-                            job.attempt
-                        ));
+                        return Err(format!("job {id} runs attempt {attempt} but its counter says {}", job.attempt));
                     }
                 }
                 _ => {}

@@ -3,8 +3,8 @@
 
 use cascade_core::state::{ReplicationStatus, RolloutCounts};
 use cascade_core::{
-    Artifact, ClusterName, Command, CommandError, CommitSha, Digest, JobId, JobStatus, Lease,
-    Principal, Region, RepoUrl, Request, ServiceName, State, UnixMillis, WorkerId,
+    Artifact, ClusterName, Command, CommandError, CommitSha, Digest, JobId, JobStatus, Lease, Principal, Region,
+    RepoUrl, Request, ServiceName, State, UnixMillis, WorkerId,
 };
 use proptest::prelude::*;
 
@@ -50,10 +50,7 @@ fn service(i: usize) -> ServiceName {
 
 fn lease_choice() -> impl Strategy<Value = LeaseChoice> {
     prop_oneof![
-        (0u64..20, 0u32..=4).prop_map(|(job, attempt)| LeaseChoice::Any(Lease {
-            job: JobId(job),
-            attempt
-        })),
+        (0u64..20, 0u32..=4).prop_map(|(job, attempt)| LeaseChoice::Any(Lease { job: JobId(job), attempt })),
         (0usize..8).prop_map(LeaseChoice::Live),
     ]
 }
@@ -61,27 +58,17 @@ fn lease_choice() -> impl Strategy<Value = LeaseChoice> {
 fn replication_status() -> impl Strategy<Value = ReplicationStatus> {
     prop_oneof![
         Just(ReplicationStatus::Pending),
-        (0u64..4, 0u64..4).prop_map(|(done, total)| ReplicationStatus::Copying {
-            chunks_done: done,
-            chunks_total: total
-        }),
+        (0u64..4, 0u64..4)
+            .prop_map(|(done, total)| ReplicationStatus::Copying { chunks_done: done, chunks_total: total }),
         Just(ReplicationStatus::Replicated),
-        Just(ReplicationStatus::Error {
-            reason: "store unreachable".into()
-        }),
+        Just(ReplicationStatus::Error { reason: "store unreachable".into() }),
     ]
 }
 
 fn rollout_counts() -> impl Strategy<Value = RolloutCounts> {
-    (0u64..8, 0u64..4, 0u64..4, 0u64..4, 0u64..4).prop_map(
-        |(total, fetching, verified, active, failed)| RolloutCounts {
-            total,
-            fetching,
-            verified,
-            active,
-            failed,
-        },
-    )
+    (0u64..8, 0u64..4, 0u64..4, 0u64..4, 0u64..4).prop_map(|(total, fetching, verified, active, failed)| {
+        RolloutCounts { total, fetching, verified, active, failed }
+    })
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -138,16 +125,9 @@ fn resolve(state: &State, choice: &LeaseChoice) -> Lease {
     match choice {
         LeaseChoice::Any(lease) => *lease,
         LeaseChoice::Live(n) => {
-            let live: Vec<Lease> = state
-                .jobs
-                .values()
-                .filter_map(|job| job.current_lease())
-                .collect();
+            let live: Vec<Lease> = state.jobs.values().filter_map(|job| job.current_lease()).collect();
             if live.is_empty() {
-                Lease {
-                    job: JobId(*n as u64),
-                    attempt: 1,
-                }
+                Lease { job: JobId(*n as u64), attempt: 1 }
             } else {
                 live[n % live.len()]
             }
@@ -158,18 +138,11 @@ fn resolve(state: &State, choice: &LeaseChoice) -> Lease {
 fn to_command(state: &State, step: &Step) -> Command {
     match step {
         Step::Ready(command) => command.clone(),
-        Step::Heartbeat(l) => Command::Heartbeat {
-            lease: resolve(state, l),
-        },
-        Step::Succeed(l, a) => Command::Succeed {
-            lease: resolve(state, l),
-            artifact: artifact(*a),
-        },
-        Step::Fail(l, retryable) => Command::Fail {
-            lease: resolve(state, l),
-            reason: "build broke".into(),
-            retryable: *retryable,
-        },
+        Step::Heartbeat(l) => Command::Heartbeat { lease: resolve(state, l) },
+        Step::Succeed(l, a) => Command::Succeed { lease: resolve(state, l), artifact: artifact(*a) },
+        Step::Fail(l, retryable) => {
+            Command::Fail { lease: resolve(state, l), reason: "build broke".into(), retryable: *retryable }
+        }
     }
 }
 
@@ -182,50 +155,27 @@ fn is_cancel_winning_over_success(before: &State, req: &Request, err: &CommandEr
     matches!(err, CommandError::WrongState { .. })
         && before.jobs.get(&lease.job).is_some_and(|job| {
             job.current_lease() == Some(*lease)
-                && matches!(
-                    job.status,
-                    JobStatus::Running {
-                        cancel_requested: true,
-                        ..
-                    }
-                )
+                && matches!(job.status, JobStatus::Running { cancel_requested: true, .. })
         })
 }
 
 /// Every invariant that must hold between the state before a step and the state after it.
 fn check_step(before: &State, req: &Request, result: &Outcome, after: &State) {
-    after
-        .indexes_consistent()
-        .unwrap_or_else(|e| panic!("indexes inconsistent after {req:?}: {e}"));
+    after.indexes_consistent().unwrap_or_else(|e| panic!("indexes inconsistent after {req:?}: {e}"));
 
     // Time never runs backwards, and an accepted command brings the clock up to its own time.
     assert!(after.clock >= before.clock, "clock went back after {req:?}");
     if result.is_ok() {
-        assert!(
-            after.clock >= req.at,
-            "accepted {req:?} left the clock at {:?}",
-            after.clock
-        );
+        assert!(after.clock >= req.at, "accepted {req:?} left the clock at {:?}", after.clock);
     }
 
     // Every job is in exactly one status, and the indexes point only at jobs in that status.
     for id in &after.queue {
-        assert!(
-            !after.running.iter().any(|(_, r)| r == id),
-            "job {id} is both queued and running"
-        );
-        assert_eq!(
-            after.jobs.get(id).map(|j| &j.status),
-            Some(&JobStatus::Queued),
-            "queue holds {id}"
-        );
+        assert!(!after.running.iter().any(|(_, r)| r == id), "job {id} is both queued and running");
+        assert_eq!(after.jobs.get(id).map(|j| &j.status), Some(&JobStatus::Queued), "queue holds {id}");
     }
     for (heartbeat, id) in &after.running {
-        assert_eq!(
-            after.running.iter().filter(|(_, r)| r == id).count(),
-            1,
-            "job {id} has two running entries"
-        );
+        assert_eq!(after.running.iter().filter(|(_, r)| r == id).count(), 1, "job {id} has two running entries");
         match after.jobs.get(id).map(|j| &j.status) {
             Some(JobStatus::Running { last_heartbeat, .. }) => {
                 assert_eq!(last_heartbeat, heartbeat)
@@ -237,47 +187,25 @@ fn check_step(before: &State, req: &Request, result: &Outcome, after: &State) {
     // Jobs never disappear; attempts never decrease; a running job runs its latest attempt; final is final.
     assert!(after.next_job_id >= before.next_job_id);
     for (id, old) in &before.jobs {
-        let new = after
-            .jobs
-            .get(id)
-            .unwrap_or_else(|| panic!("job {id} disappeared after {req:?}"));
-        assert!(
-            new.attempt >= old.attempt,
-            "job {id} attempt went from {} to {}",
-            old.attempt,
-            new.attempt
-        );
+        let new = after.jobs.get(id).unwrap_or_else(|| panic!("job {id} disappeared after {req:?}"));
+        assert!(new.attempt >= old.attempt, "job {id} attempt went from {} to {}", old.attempt, new.attempt);
         if old.status.is_terminal() {
             assert_eq!(new, old, "terminal job {id} changed after {req:?}");
         }
     }
     for (id, job) in &after.jobs {
         if let JobStatus::Running { attempt, .. } = &job.status {
-            assert_eq!(
-                *attempt, job.attempt,
-                "job {id} runs an attempt that is not its latest"
-            );
-            assert!(
-                (1..=job.max_attempts).contains(attempt),
-                "job {id} runs attempt {attempt}"
-            );
+            assert_eq!(*attempt, job.attempt, "job {id} runs an attempt that is not its latest");
+            assert!((1..=job.max_attempts).contains(attempt), "job {id} runs attempt {attempt}");
         }
     }
 
     // A refused command changes nothing, except that a cancel beats a late success.
     if let Err(err) = result {
         if is_cancel_winning_over_success(before, req, err) {
-            let Command::Succeed { lease, .. } = &req.command else {
-                unreachable!()
-            };
-            assert!(matches!(
-                after.jobs[&lease.job].status,
-                JobStatus::Cancelled { .. }
-            ));
-            assert_eq!(
-                after.artifacts, before.artifacts,
-                "a discarded result became an artifact"
-            );
+            let Command::Succeed { lease, .. } = &req.command else { unreachable!() };
+            assert!(matches!(after.jobs[&lease.job].status, JobStatus::Cancelled { .. }));
+            assert_eq!(after.artifacts, before.artifacts, "a discarded result became an artifact");
         } else {
             assert_eq!(after, before, "refused {req:?} ({err}) changed the state");
         }

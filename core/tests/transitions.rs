@@ -3,9 +3,8 @@
 
 use cascade_core::state::{ReplicationStatus, RolloutCounts};
 use cascade_core::{
-    Artifact, ClaimedJob, ClusterName, Command, CommandError, CommandOutput, CommitSha, Digest,
-    HeartbeatAck, JobId, JobStatus, Lease, Principal, Region, RepoUrl, Request, ServiceName,
-    StaleReport, State, UnixMillis, WorkerId,
+    Artifact, ClaimedJob, ClusterName, Command, CommandError, CommandOutput, CommitSha, Digest, HeartbeatAck, JobId,
+    JobStatus, Lease, Principal, Region, RepoUrl, Request, ServiceName, StaleReport, State, UnixMillis, WorkerId,
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -41,11 +40,7 @@ fn digest(n: u8) -> Digest {
 }
 
 fn artifact(n: u8) -> Artifact {
-    Artifact {
-        digest: digest(n),
-        size: 1000 + u64::from(n),
-        manifest_key: format!("manifests/{n}"),
-    }
+    Artifact { digest: digest(n), size: 1000 + u64::from(n), manifest_key: format!("manifests/{n}") }
 }
 
 fn ms(t: u64) -> UnixMillis {
@@ -53,11 +48,7 @@ fn ms(t: u64) -> UnixMillis {
 }
 
 fn request(at: u64, actor: &str, command: Command) -> Request {
-    Request {
-        at: ms(at),
-        actor: principal(actor),
-        command,
-    }
+    Request { at: ms(at), actor: principal(actor), command }
 }
 
 fn submit_command(svc: &str, n: u8) -> Command {
@@ -90,18 +81,11 @@ fn heartbeat(lease: Lease) -> Command {
 }
 
 fn succeed(lease: Lease, n: u8) -> Command {
-    Command::Succeed {
-        lease,
-        artifact: artifact(n),
-    }
+    Command::Succeed { lease, artifact: artifact(n) }
 }
 
 fn fail(lease: Lease, retryable: bool) -> Command {
-    Command::Fail {
-        lease,
-        reason: "compiler crashed".into(),
-        retryable,
-    }
+    Command::Fail { lease, reason: "compiler crashed".into(), retryable }
 }
 
 /// Submits, claims and succeeds one build of `svc`; returns its id.
@@ -109,9 +93,7 @@ fn succeeded_build(state: &mut State, at: u64, svc: &str, artifact_no: u8) -> Jo
     let id = submit(state, at, svc);
     let claimed = claim(state, at + 1, "w1");
     assert_eq!(claimed.lease.job, id, "test setup expects an empty queue");
-    state
-        .apply(&request(at + 2, "w1", succeed(claimed.lease, artifact_no)))
-        .unwrap();
+    state.apply(&request(at + 2, "w1", succeed(claimed.lease, artifact_no))).unwrap();
     id
 }
 
@@ -120,26 +102,14 @@ fn status(state: &State, id: JobId) -> &JobStatus {
 }
 
 /// Applies `req` and checks it is refused with `expected` and leaves the state exactly as it was.
-fn assert_refused_unchanged(
-    state: &mut State,
-    req: Request,
-    expected: impl Fn(&CommandError) -> bool,
-) {
+fn assert_refused_unchanged(state: &mut State, req: Request, expected: impl Fn(&CommandError) -> bool) {
     let before = state.clone();
     let result = state.apply(&req);
     match &result {
-        Err(err) => assert!(
-            expected(err),
-            "{:?} refused with an unexpected error: {err:?}",
-            req.command
-        ),
+        Err(err) => assert!(expected(err), "{:?} refused with an unexpected error: {err:?}", req.command),
         Ok(out) => panic!("{:?} was accepted: {out:?}", req.command),
     }
-    assert_eq!(
-        *state, before,
-        "refused {:?} changed the state",
-        req.command
-    );
+    assert_eq!(*state, before, "refused {:?} changed the state", req.command);
 }
 
 fn is_stale_lease(lease: Lease) -> impl Fn(&CommandError) -> bool {
@@ -158,10 +128,7 @@ fn submit_queues_builds_with_ids_in_submission_order() {
 
     assert_eq!((first, second), (JobId(0), JobId(1)));
     assert_eq!(state.next_job_id, 2);
-    assert_eq!(
-        state.queue.iter().copied().collect::<Vec<_>>(),
-        vec![first, second]
-    );
+    assert_eq!(state.queue.iter().copied().collect::<Vec<_>>(), vec![first, second]);
     assert!(state.running.is_empty());
     let job = &state.jobs[&second];
     assert_eq!(job.status, JobStatus::Queued);
@@ -236,9 +203,7 @@ fn a_requeued_build_is_claimed_before_newer_ones() {
     let old = submit(&mut state, 100, "api");
     let first = claim(&mut state, 200, "w1");
     let newer = submit(&mut state, 250, "api");
-    state
-        .apply(&request(300, "w1", fail(first.lease, true)))
-        .unwrap();
+    state.apply(&request(300, "w1", fail(first.lease, true))).unwrap();
 
     assert_eq!(claim(&mut state, 400, "w2").lease.job, old);
     assert_eq!(claim(&mut state, 410, "w3").lease.job, newer);
@@ -250,13 +215,7 @@ fn claim_runs_the_build_under_a_new_lease() {
     let id = submit(&mut state, 100, "api");
     let claimed = claim(&mut state, 200, "w1");
 
-    assert_eq!(
-        claimed.lease,
-        Lease {
-            job: id,
-            attempt: 1
-        }
-    );
+    assert_eq!(claimed.lease, Lease { job: id, attempt: 1 });
     assert_eq!(claimed.job, state.jobs[&id]);
     assert_eq!(
         *status(&state, id),
@@ -281,42 +240,16 @@ fn claim_attempt_numbers_grow_1_2_3_across_requeues() {
     let id = submit(&mut state, 100, "api");
 
     let first = claim(&mut state, 200, "w1");
-    assert_eq!(
-        first.lease,
-        Lease {
-            job: id,
-            attempt: 1
-        }
-    );
-    state
-        .apply(&request(300, "w1", fail(first.lease, true)))
-        .unwrap();
+    assert_eq!(first.lease, Lease { job: id, attempt: 1 });
+    state.apply(&request(300, "w1", fail(first.lease, true))).unwrap();
 
     let second = claim(&mut state, 400, "w2");
-    assert_eq!(
-        second.lease,
-        Lease {
-            job: id,
-            attempt: 2
-        }
-    );
+    assert_eq!(second.lease, Lease { job: id, attempt: 2 });
     // The worker goes silent; the monitor requeues the build.
-    state
-        .apply(&request(
-            10_000,
-            "monitor",
-            Command::RequeueStale { timeout_ms: 1000 },
-        ))
-        .unwrap();
+    state.apply(&request(10_000, "monitor", Command::RequeueStale { timeout_ms: 1000 })).unwrap();
 
     let third = claim(&mut state, 10_100, "w3");
-    assert_eq!(
-        third.lease,
-        Lease {
-            job: id,
-            attempt: 3
-        }
-    );
+    assert_eq!(third.lease, Lease { job: id, attempt: 3 });
     assert_eq!(state.jobs[&id].attempt, 3);
 }
 
@@ -330,22 +263,13 @@ fn claim_on_an_empty_queue_returns_none_and_changes_no_job() {
     let jobs_before = state.jobs.clone();
     let running_before = state.running.clone();
 
-    let result = state.apply(&request(
-        400,
-        "w2",
-        Command::Claim {
-            worker: worker("w2"),
-        },
-    ));
+    let result = state.apply(&request(400, "w2", Command::Claim { worker: worker("w2") }));
 
     assert_eq!(result, Ok(CommandOutput::Claimed(None)));
     assert_eq!(state.jobs, jobs_before);
     assert_eq!(state.running, running_before);
     assert!(state.queue.is_empty());
-    assert_eq!(
-        state.jobs[&running.lease.job].current_lease(),
-        Some(running.lease)
-    );
+    assert_eq!(state.jobs[&running.lease.job].current_lease(), Some(running.lease));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -360,27 +284,16 @@ fn heartbeat_with_the_current_lease_updates_last_heartbeat_and_running_index() {
 
     let result = state.apply(&request(500, "w1", heartbeat(claimed.lease)));
 
-    assert_eq!(
-        result,
-        Ok(CommandOutput::Heartbeat(HeartbeatAck { cancelled: false }))
-    );
+    assert_eq!(result, Ok(CommandOutput::Heartbeat(HeartbeatAck { cancelled: false })));
     match status(&state, id) {
-        JobStatus::Running {
-            last_heartbeat,
-            started_at,
-            attempt,
-            ..
-        } => {
+        JobStatus::Running { last_heartbeat, started_at, attempt, .. } => {
             assert_eq!(*last_heartbeat, ms(500));
             assert_eq!(*started_at, ms(200));
             assert_eq!(*attempt, 1);
         }
         other => panic!("job is {other:?}"),
     }
-    assert_eq!(
-        state.running.iter().copied().collect::<Vec<_>>(),
-        vec![(ms(500), id)]
-    );
+    assert_eq!(state.running.iter().copied().collect::<Vec<_>>(), vec![(ms(500), id)]);
     assert_eq!(state.workers[&worker("w1")], ms(500));
 }
 
@@ -389,21 +302,11 @@ fn heartbeat_from_an_older_attempt_is_refused_and_changes_nothing() {
     let mut state = State::default();
     submit(&mut state, 100, "api");
     let old = claim(&mut state, 200, "w1");
-    state
-        .apply(&request(
-            5_000,
-            "monitor",
-            Command::RequeueStale { timeout_ms: 1000 },
-        ))
-        .unwrap();
+    state.apply(&request(5_000, "monitor", Command::RequeueStale { timeout_ms: 1000 })).unwrap();
     let new = claim(&mut state, 5_100, "w2");
     assert_eq!(new.lease.attempt, 2);
 
-    assert_refused_unchanged(
-        &mut state,
-        request(6_000, "w1", heartbeat(old.lease)),
-        is_stale_lease(old.lease),
-    );
+    assert_refused_unchanged(&mut state, request(6_000, "w1", heartbeat(old.lease)), is_stale_lease(old.lease));
 }
 
 #[test]
@@ -411,16 +314,10 @@ fn succeed_from_an_older_attempt_is_refused_and_changes_nothing() {
     let mut state = State::default();
     submit(&mut state, 100, "api");
     let old = claim(&mut state, 200, "w1");
-    state
-        .apply(&request(300, "w1", fail(old.lease, true)))
-        .unwrap();
+    state.apply(&request(300, "w1", fail(old.lease, true))).unwrap();
     claim(&mut state, 400, "w2");
 
-    assert_refused_unchanged(
-        &mut state,
-        request(500, "w1", succeed(old.lease, 1)),
-        is_stale_lease(old.lease),
-    );
+    assert_refused_unchanged(&mut state, request(500, "w1", succeed(old.lease, 1)), is_stale_lease(old.lease));
     assert!(state.artifacts.is_empty());
 }
 
@@ -429,16 +326,10 @@ fn fail_from_an_older_attempt_is_refused_and_changes_nothing() {
     let mut state = State::default();
     submit(&mut state, 100, "api");
     let old = claim(&mut state, 200, "w1");
-    state
-        .apply(&request(300, "w1", fail(old.lease, true)))
-        .unwrap();
+    state.apply(&request(300, "w1", fail(old.lease, true))).unwrap();
     claim(&mut state, 400, "w2");
 
-    assert_refused_unchanged(
-        &mut state,
-        request(500, "w1", fail(old.lease, false)),
-        is_stale_lease(old.lease),
-    );
+    assert_refused_unchanged(&mut state, request(500, "w1", fail(old.lease, false)), is_stale_lease(old.lease));
 }
 
 #[test]
@@ -446,41 +337,25 @@ fn a_lease_from_the_future_is_refused_and_changes_nothing() {
     let mut state = State::default();
     submit(&mut state, 100, "api");
     let current = claim(&mut state, 200, "w1");
-    let future = Lease {
-        job: current.lease.job,
-        attempt: 2,
-    };
+    let future = Lease { job: current.lease.job, attempt: 2 };
 
-    assert_refused_unchanged(
-        &mut state,
-        request(300, "w1", heartbeat(future)),
-        is_stale_lease(future),
-    );
+    assert_refused_unchanged(&mut state, request(300, "w1", heartbeat(future)), is_stale_lease(future));
 }
 
 #[test]
 fn worker_commands_for_a_build_no_longer_running_are_refused_and_change_nothing() {
     let mut state = State::default();
     let id = succeeded_build(&mut state, 100, "api", 1);
-    let finished = Lease {
-        job: id,
-        attempt: 1,
-    };
+    let finished = Lease { job: id, attempt: 1 };
     // And a build that was requeued, so its lease's attempt is its latest, but it is not running.
     submit(&mut state, 200, "api");
     let requeued = claim(&mut state, 210, "w2");
-    state
-        .apply(&request(220, "w2", fail(requeued.lease, true)))
-        .unwrap();
+    state.apply(&request(220, "w2", fail(requeued.lease, true))).unwrap();
     assert_eq!(*status(&state, requeued.lease.job), JobStatus::Queued);
 
     for lease in [finished, requeued.lease] {
         for command in [heartbeat(lease), succeed(lease, 2), fail(lease, true)] {
-            assert_refused_unchanged(
-                &mut state,
-                request(1_000, "w1", command),
-                is_stale_lease(lease),
-            );
+            assert_refused_unchanged(&mut state, request(1_000, "w1", command), is_stale_lease(lease));
         }
     }
 }
@@ -490,16 +365,9 @@ fn worker_commands_for_an_unknown_build_are_refused_with_unknown_job() {
     let mut state = State::default();
     submit(&mut state, 100, "api");
     claim(&mut state, 200, "w1");
-    let unknown = Lease {
-        job: JobId(42),
-        attempt: 1,
-    };
+    let unknown = Lease { job: JobId(42), attempt: 1 };
 
-    for command in [
-        heartbeat(unknown),
-        succeed(unknown, 1),
-        fail(unknown, false),
-    ] {
+    for command in [heartbeat(unknown), succeed(unknown, 1), fail(unknown, false)] {
         assert_refused_unchanged(&mut state, request(300, "w1", command), |err| {
             *err == CommandError::UnknownJob(JobId(42))
         });
@@ -518,16 +386,9 @@ fn succeed_records_the_artifact() {
 
     let result = state.apply(&request(300, "w1", succeed(claimed.lease, 9)));
 
-    let Ok(CommandOutput::Job(job)) = result else {
-        panic!("succeed refused: {result:?}")
-    };
+    let Ok(CommandOutput::Job(job)) = result else { panic!("succeed refused: {result:?}") };
     assert_eq!(job, state.jobs[&id]);
-    assert_eq!(
-        job.status,
-        JobStatus::Succeeded {
-            artifact: artifact(9)
-        }
-    );
+    assert_eq!(job.status, JobStatus::Succeeded { artifact: artifact(9) });
     assert_eq!(job.finished_at, Some(ms(300)));
     assert!(state.running.is_empty() && state.queue.is_empty());
     let record = &state.artifacts[&digest(9)];
@@ -544,16 +405,9 @@ fn non_retryable_fail_fails_the_build_at_once() {
     let id = submit(&mut state, 100, "api");
     let claimed = claim(&mut state, 200, "w1");
 
-    state
-        .apply(&request(300, "w1", fail(claimed.lease, false)))
-        .unwrap();
+    state.apply(&request(300, "w1", fail(claimed.lease, false))).unwrap();
 
-    assert_eq!(
-        *status(&state, id),
-        JobStatus::Failed {
-            reason: "compiler crashed".into()
-        }
-    );
+    assert_eq!(*status(&state, id), JobStatus::Failed { reason: "compiler crashed".into() });
     assert_eq!(state.jobs[&id].finished_at, Some(ms(300)));
     assert_eq!(state.jobs[&id].attempt, 1);
     assert!(state.running.is_empty() && state.queue.is_empty());
@@ -566,26 +420,14 @@ fn retryable_fail_requeues_until_the_attempt_limit_then_fails() {
 
     for attempt in 1..=2u64 {
         let claimed = claim(&mut state, 100 * attempt + 100, "w1");
-        state
-            .apply(&request(
-                100 * attempt + 150,
-                "w1",
-                fail(claimed.lease, true),
-            ))
-            .unwrap();
-        assert_eq!(
-            *status(&state, id),
-            JobStatus::Queued,
-            "after attempt {attempt}"
-        );
+        state.apply(&request(100 * attempt + 150, "w1", fail(claimed.lease, true))).unwrap();
+        assert_eq!(*status(&state, id), JobStatus::Queued, "after attempt {attempt}");
         assert!(state.queue.contains(&id));
         assert_eq!(state.jobs[&id].finished_at, None);
     }
     let last = claim(&mut state, 1_000, "w1");
     assert_eq!(last.lease.attempt, 3);
-    state
-        .apply(&request(1_100, "w1", fail(last.lease, true)))
-        .unwrap();
+    state.apply(&request(1_100, "w1", fail(last.lease, true))).unwrap();
 
     match status(&state, id) {
         JobStatus::Failed { reason } => {
@@ -604,26 +446,10 @@ fn a_long_failure_reason_is_cut_to_the_bound() {
     let claimed = claim(&mut state, 200, "w1");
     let long = "é".repeat(10_000);
 
-    state
-        .apply(&request(
-            300,
-            "w1",
-            Command::Fail {
-                lease: claimed.lease,
-                reason: long,
-                retryable: false,
-            },
-        ))
-        .unwrap();
+    state.apply(&request(300, "w1", Command::Fail { lease: claimed.lease, reason: long, retryable: false })).unwrap();
 
-    let JobStatus::Failed { reason } = status(&state, id) else {
-        panic!("not failed")
-    };
-    assert!(
-        reason.len() <= cascade_core::job::MAX_REASON_BYTES + '…'.len_utf8(),
-        "{} bytes",
-        reason.len()
-    );
+    let JobStatus::Failed { reason } = status(&state, id) else { panic!("not failed") };
+    assert!(reason.len() <= cascade_core::job::MAX_REASON_BYTES + '…'.len_utf8(), "{} bytes", reason.len());
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -637,30 +463,15 @@ fn requeue_stale_requeues_silent_builds_and_leaves_fresh_ones_alone() {
     let fresh = submit(&mut state, 100, "api");
     claim(&mut state, 1_000, "w1");
     let fresh_claim = claim(&mut state, 1_000, "w2");
-    state
-        .apply(&request(4_500, "w2", heartbeat(fresh_claim.lease)))
-        .unwrap();
+    state.apply(&request(4_500, "w2", heartbeat(fresh_claim.lease))).unwrap();
 
-    let result = state.apply(&request(
-        5_000,
-        "monitor",
-        Command::RequeueStale { timeout_ms: 3_000 },
-    ));
+    let result = state.apply(&request(5_000, "monitor", Command::RequeueStale { timeout_ms: 3_000 }));
 
-    assert_eq!(
-        result,
-        Ok(CommandOutput::Stale(StaleReport {
-            requeued: vec![silent],
-            ..Default::default()
-        }))
-    );
+    assert_eq!(result, Ok(CommandOutput::Stale(StaleReport { requeued: vec![silent], ..Default::default() })));
     assert_eq!(*status(&state, silent), JobStatus::Queued);
     assert!(state.queue.contains(&silent));
     assert_eq!(state.jobs[&fresh].current_lease(), Some(fresh_claim.lease));
-    assert_eq!(
-        state.running.iter().copied().collect::<Vec<_>>(),
-        vec![(ms(4_500), fresh)]
-    );
+    assert_eq!(state.running.iter().copied().collect::<Vec<_>>(), vec![(ms(4_500), fresh)]);
     assert_eq!(state.audit.last().unwrap().action, "requeue_stale");
 }
 
@@ -671,19 +482,11 @@ fn a_build_silent_for_exactly_the_timeout_is_not_stale() {
     claim(&mut state, 1_000, "w1");
     let audit_len = state.audit.len();
 
-    let result = state.apply(&request(
-        4_000,
-        "monitor",
-        Command::RequeueStale { timeout_ms: 3_000 },
-    ));
+    let result = state.apply(&request(4_000, "monitor", Command::RequeueStale { timeout_ms: 3_000 }));
 
     assert_eq!(result, Ok(CommandOutput::Stale(StaleReport::default())));
     assert_eq!(state.running.len(), 1);
-    assert_eq!(
-        state.audit.len(),
-        audit_len,
-        "a scan that did nothing is not audited"
-    );
+    assert_eq!(state.audit.len(), audit_len, "a scan that did nothing is not audited");
 }
 
 #[test]
@@ -695,11 +498,7 @@ fn requeue_stale_fails_a_build_whose_worker_was_lost_at_the_attempt_limit() {
         now += 10_000;
         assert_eq!(claim(&mut state, now, w).lease.attempt, attempt);
         now += 10_000;
-        let report = match state.apply(&request(
-            now,
-            "monitor",
-            Command::RequeueStale { timeout_ms: 1_000 },
-        )) {
+        let report = match state.apply(&request(now, "monitor", Command::RequeueStale { timeout_ms: 1_000 })) {
             Ok(CommandOutput::Stale(report)) => report,
             other => panic!("{other:?}"),
         };
@@ -707,13 +506,7 @@ fn requeue_stale_fails_a_build_whose_worker_was_lost_at_the_attempt_limit() {
             assert_eq!(report.requeued, vec![id]);
             assert_eq!(*status(&state, id), JobStatus::Queued);
         } else {
-            assert_eq!(
-                report,
-                StaleReport {
-                    failed: vec![id],
-                    ..Default::default()
-                }
-            );
+            assert_eq!(report, StaleReport { failed: vec![id], ..Default::default() });
         }
     }
 
@@ -733,23 +526,11 @@ fn requeue_stale_cancels_a_silent_build_whose_cancel_was_pending() {
     let mut state = State::default();
     let id = submit(&mut state, 100, "api");
     claim(&mut state, 200, "w1");
-    state
-        .apply(&request(300, "bob", Command::Cancel { job: id }))
-        .unwrap();
+    state.apply(&request(300, "bob", Command::Cancel { job: id })).unwrap();
 
-    let result = state.apply(&request(
-        10_000,
-        "monitor",
-        Command::RequeueStale { timeout_ms: 1_000 },
-    ));
+    let result = state.apply(&request(10_000, "monitor", Command::RequeueStale { timeout_ms: 1_000 }));
 
-    assert_eq!(
-        result,
-        Ok(CommandOutput::Stale(StaleReport {
-            cancelled: vec![id],
-            ..Default::default()
-        }))
-    );
+    assert_eq!(result, Ok(CommandOutput::Stale(StaleReport { cancelled: vec![id], ..Default::default() })));
     assert!(matches!(status(&state, id), JobStatus::Cancelled { .. }));
     assert!(state.queue.is_empty() && state.running.is_empty());
 }
@@ -765,26 +546,13 @@ fn cancel_of_a_queued_build_cancels_it_at_once() {
 
     let result = state.apply(&request(200, "bob", Command::Cancel { job: id }));
 
-    let Ok(CommandOutput::Job(job)) = result else {
-        panic!("cancel refused: {result:?}")
-    };
-    assert_eq!(
-        job.status,
-        JobStatus::Cancelled {
-            by: principal("bob")
-        }
-    );
+    let Ok(CommandOutput::Job(job)) = result else { panic!("cancel refused: {result:?}") };
+    assert_eq!(job.status, JobStatus::Cancelled { by: principal("bob") });
     assert_eq!(job.finished_at, Some(ms(200)));
     assert_eq!(state.jobs[&id], job);
     assert!(state.queue.is_empty());
     assert_eq!(
-        state.apply(&request(
-            300,
-            "w1",
-            Command::Claim {
-                worker: worker("w1")
-            }
-        )),
+        state.apply(&request(300, "w1", Command::Claim { worker: worker("w1") })),
         Ok(CommandOutput::Claimed(None))
     );
 }
@@ -795,16 +563,10 @@ fn cancel_of_a_running_build_only_requests_the_cancel() {
     let id = submit(&mut state, 100, "api");
     let claimed = claim(&mut state, 200, "w1");
 
-    state
-        .apply(&request(300, "bob", Command::Cancel { job: id }))
-        .unwrap();
+    state.apply(&request(300, "bob", Command::Cancel { job: id })).unwrap();
 
     match status(&state, id) {
-        JobStatus::Running {
-            cancel_requested,
-            attempt,
-            ..
-        } => {
+        JobStatus::Running { cancel_requested, attempt, .. } => {
             assert!(*cancel_requested);
             assert_eq!(*attempt, claimed.lease.attempt);
         }
@@ -819,29 +581,16 @@ fn the_heartbeat_after_a_cancel_request_tells_the_worker_and_cancels_the_build()
     let mut state = State::default();
     let id = submit(&mut state, 100, "api");
     let claimed = claim(&mut state, 200, "w1");
-    state
-        .apply(&request(300, "bob", Command::Cancel { job: id }))
-        .unwrap();
+    state.apply(&request(300, "bob", Command::Cancel { job: id })).unwrap();
 
     let result = state.apply(&request(400, "w1", heartbeat(claimed.lease)));
 
-    assert_eq!(
-        result,
-        Ok(CommandOutput::Heartbeat(HeartbeatAck { cancelled: true }))
-    );
-    assert!(
-        matches!(status(&state, id), JobStatus::Cancelled { .. }),
-        "{:?}",
-        status(&state, id)
-    );
+    assert_eq!(result, Ok(CommandOutput::Heartbeat(HeartbeatAck { cancelled: true })));
+    assert!(matches!(status(&state, id), JobStatus::Cancelled { .. }), "{:?}", status(&state, id));
     assert_eq!(state.jobs[&id].finished_at, Some(ms(400)));
     assert!(state.running.is_empty() && state.queue.is_empty());
     // The worker's lease is now dead.
-    assert_refused_unchanged(
-        &mut state,
-        request(500, "w1", heartbeat(claimed.lease)),
-        is_stale_lease(claimed.lease),
-    );
+    assert_refused_unchanged(&mut state, request(500, "w1", heartbeat(claimed.lease)), is_stale_lease(claimed.lease));
 }
 
 #[test]
@@ -849,9 +598,7 @@ fn succeed_after_a_cancel_request_is_refused_and_the_build_is_cancelled() {
     let mut state = State::default();
     let id = submit(&mut state, 100, "api");
     let claimed = claim(&mut state, 200, "w1");
-    state
-        .apply(&request(300, "bob", Command::Cancel { job: id }))
-        .unwrap();
+    state.apply(&request(300, "bob", Command::Cancel { job: id })).unwrap();
 
     let result = state.apply(&request(400, "w1", succeed(claimed.lease, 3)));
 
@@ -859,35 +606,14 @@ fn succeed_after_a_cancel_request_is_refused_and_the_build_is_cancelled() {
         matches!(&result, Err(CommandError::WrongState { job, status, .. }) if *job == id && status == "cancelled"),
         "{result:?}"
     );
-    assert!(
-        matches!(status(&state, id), JobStatus::Cancelled { .. }),
-        "{:?}",
-        status(&state, id)
-    );
+    assert!(matches!(status(&state, id), JobStatus::Cancelled { .. }), "{:?}", status(&state, id));
     assert_eq!(state.jobs[&id].finished_at, Some(ms(400)));
-    assert_eq!(
-        state.clock,
-        ms(400),
-        "the refusal changed the state, so it moves the clock"
-    );
-    assert!(
-        state.artifacts.is_empty(),
-        "a discarded result must not become an artifact"
-    );
+    assert_eq!(state.clock, ms(400), "the refusal changed the state, so it moves the clock");
+    assert!(state.artifacts.is_empty(), "a discarded result must not become an artifact");
     assert!(state.running.is_empty() && state.queue.is_empty());
     assert_eq!(
-        state.apply(&request(
-            500,
-            "carol",
-            Command::SetDesiredVersion {
-                service: service("api"),
-                build: id
-            }
-        )),
-        Err(CommandError::NotDeployable {
-            job: id,
-            status: "cancelled".into()
-        })
+        state.apply(&request(500, "carol", Command::SetDesiredVersion { service: service("api"), build: id })),
+        Err(CommandError::NotDeployable { job: id, status: "cancelled".into() })
     );
 }
 
@@ -897,9 +623,7 @@ fn a_job_timeline_keeps_the_submission_and_the_latest_events() {
     let id = submit(&mut state, 100, "api");
     claim(&mut state, 200, "w1");
     for at in 300..340 {
-        state
-            .apply(&request(at, "bob", Command::Cancel { job: id }))
-            .unwrap();
+        state.apply(&request(at, "bob", Command::Cancel { job: id })).unwrap();
     }
 
     let timeline = &state.jobs[&id].timeline;
@@ -915,19 +639,11 @@ fn cancel_of_a_finished_build_is_refused_with_wrong_state() {
     let succeeded = succeeded_build(&mut state, 100, "api", 1);
     let failed = submit(&mut state, 200, "api");
     let lease = claim(&mut state, 210, "w1").lease;
-    state
-        .apply(&request(220, "w1", fail(lease, false)))
-        .unwrap();
+    state.apply(&request(220, "w1", fail(lease, false))).unwrap();
     let cancelled = submit(&mut state, 300, "api");
-    state
-        .apply(&request(310, "bob", Command::Cancel { job: cancelled }))
-        .unwrap();
+    state.apply(&request(310, "bob", Command::Cancel { job: cancelled })).unwrap();
 
-    for (id, name) in [
-        (succeeded, "succeeded"),
-        (failed, "failed"),
-        (cancelled, "cancelled"),
-    ] {
+    for (id, name) in [(succeeded, "succeeded"), (failed, "failed"), (cancelled, "cancelled")] {
         assert_refused_unchanged(
             &mut state,
             request(1_000, "bob", Command::Cancel { job: id }),
@@ -941,11 +657,9 @@ fn cancel_of_an_unknown_build_is_refused_with_unknown_job() {
     let mut state = State::default();
     submit(&mut state, 100, "api");
 
-    assert_refused_unchanged(
-        &mut state,
-        request(200, "bob", Command::Cancel { job: JobId(5) }),
-        |err| *err == CommandError::UnknownJob(JobId(5)),
-    );
+    assert_refused_unchanged(&mut state, request(200, "bob", Command::Cancel { job: JobId(5) }), |err| {
+        *err == CommandError::UnknownJob(JobId(5))
+    });
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -963,17 +677,9 @@ fn set_desired_version_deploys_succeeded_builds_with_generations_1_2_3() {
 
     for (i, build) in builds.iter().enumerate() {
         let at = 1_000 + i as u64;
-        let result = state.apply(&request(
-            at,
-            "carol",
-            Command::SetDesiredVersion {
-                service: service("api"),
-                build: *build,
-            },
-        ));
-        let Ok(CommandOutput::Desired(desired)) = result else {
-            panic!("deploy refused: {result:?}")
-        };
+        let result =
+            state.apply(&request(at, "carol", Command::SetDesiredVersion { service: service("api"), build: *build }));
+        let Ok(CommandOutput::Desired(desired)) = result else { panic!("deploy refused: {result:?}") };
         assert_eq!(desired.generation, i as u64 + 1);
         assert_eq!(desired.build, *build);
         assert_eq!(desired.artifact, artifact(i as u8 + 1));
@@ -981,10 +687,7 @@ fn set_desired_version_deploys_succeeded_builds_with_generations_1_2_3() {
         assert_eq!(desired.set_at, ms(at));
         assert_eq!(state.desired[&service("api")], desired);
     }
-    let history: Vec<u64> = state.deploy_history[&service("api")]
-        .iter()
-        .map(|d| d.generation)
-        .collect();
+    let history: Vec<u64> = state.deploy_history[&service("api")].iter().map(|d| d.generation).collect();
     assert_eq!(history, vec![1, 2, 3]);
 }
 
@@ -995,14 +698,7 @@ fn deploy_history_keeps_the_latest_deploys() {
     let limit = cascade_core::state::MAX_DEPLOY_HISTORY as u64;
     for at in 0..limit + 5 {
         state
-            .apply(&request(
-                1_000 + at,
-                "carol",
-                Command::SetDesiredVersion {
-                    service: service("api"),
-                    build,
-                },
-            ))
+            .apply(&request(1_000 + at, "carol", Command::SetDesiredVersion { service: service("api"), build }))
             .unwrap();
     }
 
@@ -1020,29 +716,14 @@ fn generations_are_counted_per_service() {
     let web = succeeded_build(&mut state, 200, "web", 2);
     for _ in 0..2 {
         state
-            .apply(&request(
-                300,
-                "carol",
-                Command::SetDesiredVersion {
-                    service: service("api"),
-                    build: api,
-                },
-            ))
+            .apply(&request(300, "carol", Command::SetDesiredVersion { service: service("api"), build: api }))
             .unwrap();
     }
 
-    let result = state.apply(&request(
-        400,
-        "carol",
-        Command::SetDesiredVersion {
-            service: service("web"),
-            build: web,
-        },
-    ));
+    let result =
+        state.apply(&request(400, "carol", Command::SetDesiredVersion { service: service("web"), build: web }));
 
-    let Ok(CommandOutput::Desired(desired)) = result else {
-        panic!("deploy refused: {result:?}")
-    };
+    let Ok(CommandOutput::Desired(desired)) = result else { panic!("deploy refused: {result:?}") };
     assert_eq!(desired.generation, 1);
     assert_eq!(state.desired[&service("api")].generation, 2);
 }
@@ -1053,35 +734,16 @@ fn set_desired_version_refuses_a_build_that_has_not_succeeded() {
     let cancelled = submit(&mut state, 100, "api");
     let running = submit(&mut state, 100, "api");
     let failed = submit(&mut state, 100, "api");
-    state
-        .apply(&request(200, "alice", Command::Cancel { job: cancelled }))
-        .unwrap();
+    state.apply(&request(200, "alice", Command::Cancel { job: cancelled })).unwrap();
     assert_eq!(claim(&mut state, 210, "w1").lease.job, running);
     let lease = claim(&mut state, 220, "w2").lease;
-    state
-        .apply(&request(230, "w2", fail(lease, false)))
-        .unwrap();
+    state.apply(&request(230, "w2", fail(lease, false))).unwrap();
     let queued = submit(&mut state, 240, "api");
 
-    for (id, name) in [
-        (cancelled, "cancelled"),
-        (running, "running"),
-        (failed, "failed"),
-        (queued, "queued"),
-    ] {
-        let req = request(
-            1_000,
-            "carol",
-            Command::SetDesiredVersion {
-                service: service("api"),
-                build: id,
-            },
-        );
+    for (id, name) in [(cancelled, "cancelled"), (running, "running"), (failed, "failed"), (queued, "queued")] {
+        let req = request(1_000, "carol", Command::SetDesiredVersion { service: service("api"), build: id });
         assert_refused_unchanged(&mut state, req, |err| {
-            *err == CommandError::NotDeployable {
-                job: id,
-                status: name.into(),
-            }
+            *err == CommandError::NotDeployable { job: id, status: name.into() }
         });
     }
 }
@@ -1091,20 +753,9 @@ fn set_desired_version_refuses_a_build_of_another_service() {
     let mut state = State::default();
     let web = succeeded_build(&mut state, 100, "web", 1);
 
-    let req = request(
-        1_000,
-        "carol",
-        Command::SetDesiredVersion {
-            service: service("api"),
-            build: web,
-        },
-    );
+    let req = request(1_000, "carol", Command::SetDesiredVersion { service: service("api"), build: web });
     assert_refused_unchanged(&mut state, req, |err| {
-        *err == CommandError::ServiceMismatch {
-            job: web,
-            requested: service("api"),
-            actual: service("web"),
-        }
+        *err == CommandError::ServiceMismatch { job: web, requested: service("api"), actual: service("web") }
     });
     assert!(state.desired.is_empty());
 }
@@ -1112,27 +763,12 @@ fn set_desired_version_refuses_a_build_of_another_service() {
 #[test]
 fn set_desired_version_refuses_an_unknown_build() {
     let mut state = State::default();
-    let req = request(
-        1_000,
-        "carol",
-        Command::SetDesiredVersion {
-            service: service("api"),
-            build: JobId(0),
-        },
-    );
-    assert_refused_unchanged(&mut state, req, |err| {
-        *err == CommandError::UnknownJob(JobId(0))
-    });
+    let req = request(1_000, "carol", Command::SetDesiredVersion { service: service("api"), build: JobId(0) });
+    assert_refused_unchanged(&mut state, req, |err| *err == CommandError::UnknownJob(JobId(0)));
 }
 
 fn counts(total: u64, fetching: u64, verified: u64, active: u64, failed: u64) -> RolloutCounts {
-    RolloutCounts {
-        total,
-        fetching,
-        verified,
-        active,
-        failed,
-    }
+    RolloutCounts { total, fetching, verified, active, failed }
 }
 
 fn report(generation: u64, c: RolloutCounts) -> Command {
@@ -1150,16 +786,7 @@ fn deployed_twice() -> State {
     let mut state = State::default();
     let build = succeeded_build(&mut state, 100, "api", 1);
     for at in [200, 300] {
-        state
-            .apply(&request(
-                at,
-                "carol",
-                Command::SetDesiredVersion {
-                    service: service("api"),
-                    build,
-                },
-            ))
-            .unwrap();
+        state.apply(&request(at, "carol", Command::SetDesiredVersion { service: service("api"), build })).unwrap();
     }
     state
 }
@@ -1181,35 +808,21 @@ fn report_rollout_for_an_unknown_generation_is_refused() {
     let mut state = deployed_twice();
 
     for generation in [0, 3, 100] {
-        assert_refused_unchanged(
-            &mut state,
-            request(1_000, "mgr", report(generation, counts(1, 0, 0, 1, 0))),
-            |err| {
-                *err == CommandError::UnknownGeneration {
-                    service: service("api"),
-                    generation,
-                    latest: 2,
-                }
-            },
-        );
+        assert_refused_unchanged(&mut state, request(1_000, "mgr", report(generation, counts(1, 0, 0, 1, 0))), |err| {
+            *err == CommandError::UnknownGeneration { service: service("api"), generation, latest: 2 }
+        });
     }
     let mut never_deployed = State::default();
-    assert_refused_unchanged(
-        &mut never_deployed,
-        request(1_000, "mgr", report(1, counts(1, 0, 0, 1, 0))),
-        |err| matches!(err, CommandError::UnknownGeneration { latest: 0, .. }),
-    );
+    assert_refused_unchanged(&mut never_deployed, request(1_000, "mgr", report(1, counts(1, 0, 0, 1, 0))), |err| {
+        matches!(err, CommandError::UnknownGeneration { latest: 0, .. })
+    });
 }
 
 #[test]
 fn report_rollout_with_counts_exceeding_the_total_is_refused() {
     let mut state = deployed_twice();
 
-    for bad in [
-        counts(3, 1, 1, 1, 1),
-        counts(0, 0, 0, 0, 1),
-        counts(u64::MAX, u64::MAX, 1, 0, 0),
-    ] {
+    for bad in [counts(3, 1, 1, 1, 1), counts(0, 0, 0, 0, 1), counts(u64::MAX, u64::MAX, 1, 0, 0)] {
         assert_refused_unchanged(&mut state, request(1_000, "mgr", report(1, bad)), |err| {
             matches!(err, CommandError::InvalidCounts(_))
         });
@@ -1224,29 +837,17 @@ fn report_rollout_with_counts_exceeding_the_total_is_refused() {
 fn record_replication_updates_the_artifact_record() {
     let mut state = State::default();
     succeeded_build(&mut state, 100, "api", 4);
-    let status = ReplicationStatus::Copying {
-        chunks_done: 3,
-        chunks_total: 8,
-    };
+    let status = ReplicationStatus::Copying { chunks_done: 3, chunks_total: 8 };
 
     let result = state.apply(&request(
         1_000,
         "replicator",
-        Command::RecordReplication {
-            digest: digest(4),
-            region: region("us"),
-            status: status.clone(),
-        },
+        Command::RecordReplication { digest: digest(4), region: region("us"), status: status.clone() },
     ));
 
-    let Ok(CommandOutput::Replication(record)) = result else {
-        panic!("refused: {result:?}")
-    };
+    let Ok(CommandOutput::Replication(record)) = result else { panic!("refused: {result:?}") };
     assert_eq!(record.replication[&region("us")], status);
-    assert_eq!(
-        state.artifacts[&digest(4)].replication[&region("us")],
-        status
-    );
+    assert_eq!(state.artifacts[&digest(4)].replication[&region("us")], status);
     assert_eq!(state.artifacts[&digest(4)].updated_at, ms(1_000));
 }
 
@@ -1270,10 +871,7 @@ fn recording_the_same_replication_status_again_changes_nothing_but_the_clock() {
 
     state.apply(&record(2_000)).unwrap();
 
-    assert_eq!(
-        state.artifacts, before.artifacts,
-        "updated_at stays at the last real change"
-    );
+    assert_eq!(state.artifacts, before.artifacts, "updated_at stays at the last real change");
     assert_eq!(state.audit, before.audit);
     assert_eq!(state.clock, ms(2_000));
 }
@@ -1286,15 +884,9 @@ fn record_replication_for_an_unknown_digest_is_refused() {
     let req = request(
         1_000,
         "replicator",
-        Command::RecordReplication {
-            digest: digest(5),
-            region: region("us"),
-            status: ReplicationStatus::Replicated,
-        },
+        Command::RecordReplication { digest: digest(5), region: region("us"), status: ReplicationStatus::Replicated },
     );
-    assert_refused_unchanged(&mut state, req, |err| {
-        *err == CommandError::UnknownArtifact(digest(5))
-    });
+    assert_refused_unchanged(&mut state, req, |err| *err == CommandError::UnknownArtifact(digest(5)));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1320,13 +912,9 @@ fn a_heartbeat_stamped_in_the_past_does_not_move_last_heartbeat_back() {
     let id = submit(&mut state, 100, "api");
     let claimed = claim(&mut state, 2_000, "w1");
 
-    state
-        .apply(&request(1_000, "w1", heartbeat(claimed.lease)))
-        .unwrap();
+    state.apply(&request(1_000, "w1", heartbeat(claimed.lease))).unwrap();
 
-    assert!(
-        matches!(status(&state, id), JobStatus::Running { last_heartbeat, .. } if *last_heartbeat == ms(2_000))
-    );
+    assert!(matches!(status(&state, id), JobStatus::Running { last_heartbeat, .. } if *last_heartbeat == ms(2_000)));
     assert!(state.running.contains(&(ms(2_000), id)));
 }
 
@@ -1335,11 +923,9 @@ fn a_refused_command_does_not_advance_the_clock() {
     let mut state = State::default();
     submit(&mut state, 100, "api");
 
-    assert_refused_unchanged(
-        &mut state,
-        request(9_000, "bob", Command::Cancel { job: JobId(7) }),
-        |err| *err == CommandError::UnknownJob(JobId(7)),
-    );
+    assert_refused_unchanged(&mut state, request(9_000, "bob", Command::Cancel { job: JobId(7) }), |err| {
+        *err == CommandError::UnknownJob(JobId(7))
+    });
     assert_eq!(state.clock, ms(100));
 }
 
@@ -1385,24 +971,14 @@ fn invalid_ids_are_refused_naming_the_field() {
     );
     for err in &refusals {
         assert!(!err.reason.is_empty());
-        assert!(
-            err.to_string()
-                .starts_with(&format!("invalid {}", err.field)),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with(&format!("invalid {}", err.field)), "{err}");
     }
 }
 
 #[test]
 fn valid_ids_are_accepted_and_hex_is_lower_cased() {
-    assert_eq!(
-        CommitSha::parse("AB".repeat(20)).unwrap().as_str(),
-        "ab".repeat(20)
-    );
-    assert_eq!(
-        Digest::parse("CD".repeat(32)).unwrap().as_str(),
-        "cd".repeat(32)
-    );
+    assert_eq!(CommitSha::parse("AB".repeat(20)).unwrap().as_str(), "ab".repeat(20));
+    assert_eq!(Digest::parse("CD".repeat(32)).unwrap().as_str(), "cd".repeat(32));
     assert!(ServiceName::parse("a".repeat(63)).is_ok());
     assert!(Region::parse("eu-west-1").is_ok());
     assert!(WorkerId::parse("build-7.eu:9000").is_ok());
@@ -1442,23 +1018,15 @@ fn statuses_are_tagged_by_state_in_json() {
     assert_eq!(json["attempt"], 2);
     assert_eq!(serde_json::from_value::<JobStatus>(json).unwrap(), running);
 
-    let copying = ReplicationStatus::Copying {
-        chunks_done: 1,
-        chunks_total: 2,
-    };
+    let copying = ReplicationStatus::Copying { chunks_done: 1, chunks_total: 2 };
     let json = serde_json::to_value(&copying).unwrap();
-    assert_eq!(
-        json,
-        serde_json::json!({"state": "copying", "chunks_done": 1, "chunks_total": 2})
-    );
+    assert_eq!(json, serde_json::json!({"state": "copying", "chunks_done": 1, "chunks_total": 2}));
 }
 
 #[test]
 fn a_state_with_every_kind_of_entry_round_trips_through_bincode_and_json() {
     let mut state = deployed_twice();
-    state
-        .apply(&request(1_000, "mgr", report(2, counts(5, 1, 1, 1, 1))))
-        .unwrap();
+    state.apply(&request(1_000, "mgr", report(2, counts(5, 1, 1, 1, 1)))).unwrap();
     state
         .apply(&request(
             1_001,
@@ -1466,9 +1034,7 @@ fn a_state_with_every_kind_of_entry_round_trips_through_bincode_and_json() {
             Command::RecordReplication {
                 digest: digest(1),
                 region: region("us"),
-                status: ReplicationStatus::Error {
-                    reason: "timeout".into(),
-                },
+                status: ReplicationStatus::Error { reason: "timeout".into() },
             },
         ))
         .unwrap();
@@ -1489,11 +1055,7 @@ fn a_request_round_trips_through_bincode() {
     let req = request(
         7,
         "replicator",
-        Command::RecordReplication {
-            digest: digest(2),
-            region: region("us"),
-            status: ReplicationStatus::Pending,
-        },
+        Command::RecordReplication { digest: digest(2), region: region("us"), status: ReplicationStatus::Pending },
     );
     let back: Request = bincode::deserialize(&bincode::serialize(&req).unwrap()).unwrap();
     assert_eq!(back, req);

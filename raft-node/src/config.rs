@@ -79,10 +79,7 @@ pub struct MonitorConfig {
 
 impl Default for MonitorConfig {
     fn default() -> Self {
-        Self {
-            interval_secs: 5,
-            stale_after_secs: 300,
-        }
+        Self { interval_secs: 5, stale_after_secs: 300 }
     }
 }
 
@@ -151,18 +148,11 @@ pub enum ConfigError {
 impl NodeConfig {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        config.validate().map_err(|message| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let config: NodeConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_path_buf(), message })?;
         Ok(config)
     }
 
@@ -174,39 +164,30 @@ impl NodeConfig {
         }
         for token in &self.tokens {
             if token.token.len() < 16 {
-                return Err(format!(
-                    "token of {} must be at least 16 characters",
-                    token.name
-                ));
+                return Err(format!("token of {} must be at least 16 characters", token.name));
             }
-            cascade_core::Principal::parse(token.name.clone())
-                .map_err(|e| format!("token name: {e}"))?;
+            cascade_core::Principal::parse(token.name.clone()).map_err(|e| format!("token name: {e}"))?;
         }
         if self.peers.iter().any(|p| p.id == self.id) {
-            return Err(format!(
-                "peers must not list this node's own id {}",
-                self.id
-            ));
+            return Err(format!("peers must not list this node's own id {}", self.id));
         }
         let t = &self.raft;
         if t.heartbeat_ms == 0
             || t.election_timeout_min_ms <= t.heartbeat_ms
             || t.election_timeout_max_ms <= t.election_timeout_min_ms
         {
-            return Err("raft timing must satisfy 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into());
+            return Err(
+                "raft timing must satisfy 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into(),
+            );
         }
         if self.monitor.interval_secs == 0 || self.monitor.stale_after_secs == 0 {
-            return Err(
-                "monitor.interval_secs and monitor.stale_after_secs must be positive".into(),
-            );
+            return Err("monitor.interval_secs and monitor.stale_after_secs must be positive".into());
         }
         Ok(())
     }
 
     /// The address peers and clients should use.
     pub fn advertised_addr(&self) -> String {
-        self.advertise
-            .clone()
-            .unwrap_or_else(|| self.listen.to_string())
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
     }
 }

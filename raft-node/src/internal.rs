@@ -35,36 +35,24 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-fn decode<T: DeserializeOwned>(
-    headers: &HeaderMap,
-    node: &Node,
-    body: &[u8],
-) -> Result<T, Response> {
-    check_cluster_secret(headers, &node.config.cluster_secret).map_err(|s| {
-        ApiError::new(s, "unauthorized", "wrong or missing cluster secret").into_response()
-    })?;
-    bincode::deserialize(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!("bad bincode body: {e}"),
-        )
-        .into_response()
-    })
+fn decode<T: DeserializeOwned>(headers: &HeaderMap, node: &Node, body: &[u8]) -> Result<T, ApiError> {
+    check_cluster_secret(headers, &node.config.cluster_secret)
+        .map_err(|s| ApiError::new(s, "unauthorized", "wrong or missing cluster secret"))?;
+    bincode::deserialize(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("bad bincode body: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {
     match bincode::serialize(value) {
         Ok(bytes) => ([(header::CONTENT_TYPE, BINCODE)], bytes).into_response(),
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            .into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
     }
 }
 
 async fn append(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
     let req: AppendEntriesRequest<TypeConfig> = match decode(&headers, &node, &body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     encode(&node.raft.append_entries(req).await)
 }
@@ -72,7 +60,7 @@ async fn append(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) 
 async fn vote(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
     let req: VoteRequest<NodeId> = match decode(&headers, &node, &body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     encode(&node.raft.vote(req).await)
 }
@@ -80,7 +68,7 @@ async fn vote(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) ->
 async fn snapshot(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
     let req: InstallSnapshotRequest<TypeConfig> = match decode(&headers, &node, &body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     encode(&node.raft.install_snapshot(req).await)
 }
@@ -88,28 +76,24 @@ async fn snapshot(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes
 async fn write(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
     let (actor, command): (Principal, Command) = match decode(&headers, &node, &body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     // Forwarded once only: if this node lost leadership meanwhile, the caller retries from the start.
     let answer: ForwardedWrite = match node.write_as_leader(actor, command).await {
         Ok(result) => result,
-        Err(_) => Err(NodeError::NoLeader(
-            "leadership moved while the write was forwarded".into(),
-        )),
+        Err(_) => Err(NodeError::NoLeader("leadership moved while the write was forwarded".into())),
     };
     encode(&answer)
 }
 
 async fn read_index(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(resp) = decode::<()>(&headers, &node, &body) {
-        return resp;
+    if let Err(e) = decode::<()>(&headers, &node, &body) {
+        return e.into_response();
     }
     let answer: Result<u64, NodeError> = if node.is_leader() {
         node.read_index().await
     } else {
-        Err(NodeError::NoLeader(
-            "this node is no longer the leader".into(),
-        ))
+        Err(NodeError::NoLeader("this node is no longer the leader".into()))
     };
     encode(&answer)
 }
@@ -117,14 +101,14 @@ async fn read_index(State(node): State<Arc<Node>>, headers: HeaderMap, body: Byt
 async fn add_member(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
     let (id, info, voter): (NodeId, NodeInfo, bool) = match decode(&headers, &node, &body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     encode(&node.add_member(id, info, voter).await)
 }
 
 async fn cluster(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(resp) = decode::<()>(&headers, &node, &body) {
-        return resp;
+    if let Err(e) = decode::<()>(&headers, &node, &body) {
+        return e.into_response();
     }
     encode(&crate::api::local_status(&node))
 }

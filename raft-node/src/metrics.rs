@@ -86,11 +86,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("cascade");
         let writes = Family::<WriteLabels, Counter>::default();
-        registry.register(
-            "writes",
-            "Commands submitted through this node, by outcome",
-            writes.clone(),
-        );
+        registry.register("writes", "Commands submitted through this node, by outcome", writes.clone());
         let write_seconds: HistogramFamily = Family::new_with_constructor(write_histogram);
         registry.register(
             "write_seconds",
@@ -100,23 +96,11 @@ impl Metrics {
         let term = Gauge::default();
         registry.register("raft_term", "Current Raft term", term.clone());
         let last_log_index = Gauge::default();
-        registry.register(
-            "raft_last_log_index",
-            "Last Raft log index on this node",
-            last_log_index.clone(),
-        );
+        registry.register("raft_last_log_index", "Last Raft log index on this node", last_log_index.clone());
         let applied_index = Gauge::default();
-        registry.register(
-            "raft_applied_index",
-            "Last Raft log index applied on this node",
-            applied_index.clone(),
-        );
+        registry.register("raft_applied_index", "Last Raft log index applied on this node", applied_index.clone());
         let is_leader = Gauge::default();
-        registry.register(
-            "raft_is_leader",
-            "1 if this node is the Raft leader",
-            is_leader.clone(),
-        );
+        registry.register("raft_is_leader", "1 if this node is the Raft leader", is_leader.clone());
         let member_lag = Family::<MemberLabel, Gauge>::default();
         registry.register(
             "raft_member_lag_entries",
@@ -126,17 +110,9 @@ impl Metrics {
         let jobs = Family::<StatusLabel, Gauge>::default();
         registry.register("jobs", "Build jobs by status", jobs.clone());
         let queue_depth = Gauge::default();
-        registry.register(
-            "queue_depth",
-            "Build jobs waiting for a worker",
-            queue_depth.clone(),
-        );
+        registry.register("queue_depth", "Build jobs waiting for a worker", queue_depth.clone());
         let workers = Gauge::default();
-        registry.register(
-            "workers_seen",
-            "Workers that ever claimed or heartbeated",
-            workers.clone(),
-        );
+        registry.register("workers_seen", "Workers that ever claimed or heartbeated", workers.clone());
         Self {
             registry,
             writes,
@@ -153,23 +129,14 @@ impl Metrics {
     }
 
     /// Counts one write and its latency.
-    pub fn observe_write(
-        &self,
-        command: &'static str,
-        result: &Result<CommandResult, NodeError>,
-        took: Duration,
-    ) {
+    pub fn observe_write(&self, command: &'static str, result: &Result<CommandResult, NodeError>, took: Duration) {
         let outcome = match result {
             Ok(Ok(_)) => "accepted",
             Ok(Err(_)) => "refused",
             Err(_) => "unavailable",
         };
-        self.writes
-            .get_or_create(&WriteLabels { command, outcome })
-            .inc();
-        self.write_seconds
-            .get_or_create(&CommandLabel { command })
-            .observe(took.as_secs_f64());
+        self.writes.get_or_create(&WriteLabels { command, outcome }).inc();
+        self.write_seconds.get_or_create(&CommandLabel { command }).observe(took.as_secs_f64());
     }
 
     /// Renders the text exposition format after refreshing the gauges from `snapshot`.
@@ -181,22 +148,11 @@ impl Metrics {
         self.is_leader.set(i64::from(snapshot.is_leader));
         self.member_lag.clear();
         for (node, region, lag) in snapshot.lag {
-            self.member_lag
-                .get_or_create(&MemberLabel {
-                    node: node.to_string(),
-                    region,
-                })
-                .set(as_i64(lag));
+            self.member_lag.get_or_create(&MemberLabel { node: node.to_string(), region }).set(as_i64(lag));
         }
         for status in ["queued", "running", "succeeded", "failed", "cancelled"] {
-            let n = snapshot
-                .jobs
-                .iter()
-                .find(|(s, _)| *s == status)
-                .map_or(0, |(_, n)| *n);
-            self.jobs
-                .get_or_create(&StatusLabel { status })
-                .set(as_i64(n));
+            let n = snapshot.jobs.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+            self.jobs.get_or_create(&StatusLabel { status }).set(as_i64(n));
         }
         self.queue_depth.set(as_i64(snapshot.queue_depth));
         self.workers.set(as_i64(snapshot.workers));

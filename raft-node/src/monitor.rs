@@ -25,23 +25,14 @@ pub async fn run(node: Arc<Node>) {
             continue;
         }
         // Look locally first so an idle cluster does not fill its log with empty scans.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let any_stale = node.read(|v| {
-            v.state
-                .running
-                .first()
-                .is_some_and(|(heartbeat, _)| now.saturating_sub(heartbeat.0) > timeout_ms)
+            v.state.running.first().is_some_and(|(heartbeat, _)| now.saturating_sub(heartbeat.0) > timeout_ms)
         });
         if !any_stale {
             continue;
         }
-        match node
-            .write(actor.clone(), Command::RequeueStale { timeout_ms })
-            .await
-        {
+        match node.write(actor.clone(), Command::RequeueStale { timeout_ms }).await {
             Ok(Ok(output)) => tracing::info!(?output, "stale-job scan"),
             Ok(Err(e)) => tracing::warn!("stale-job scan refused: {e}"),
             Err(e) => tracing::warn!("stale-job scan not committed: {e}"),

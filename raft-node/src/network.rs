@@ -1,13 +1,11 @@
 //! Raft RPC between nodes: bincode over HTTP, every request carrying the cluster secret.
 
 use crate::types::{NodeId, NodeInfo, TypeConfig};
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -29,10 +27,7 @@ pub struct HttpNetwork {
 impl HttpNetwork {
     /// A network that authenticates with `secret`.
     pub fn new(client: reqwest::Client, secret: &str) -> Self {
-        Self {
-            client,
-            secret: secret.into(),
-        }
+        Self { client, secret: secret.into() }
     }
 }
 
@@ -40,12 +35,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
-        PeerClient {
-            target,
-            addr: node.addr.clone(),
-            client: self.client.clone(),
-            secret: self.secret.clone(),
-        }
+        PeerClient { target, addr: node.addr.clone(), client: self.client.clone(), secret: self.secret.clone() }
     }
 }
 
@@ -65,12 +55,7 @@ enum CallError<E> {
 }
 
 impl PeerClient {
-    async fn call<Req, Resp, E>(
-        &self,
-        path: &str,
-        req: &Req,
-        option: &RPCOption,
-    ) -> Result<Resp, CallError<E>>
+    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> Result<Resp, CallError<E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -95,18 +80,13 @@ impl PeerClient {
                 }
             })?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| CallError::Network(e.to_string()))?;
+        let bytes = response.bytes().await.map_err(|e| CallError::Network(e.to_string()))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes);
-            return Err(CallError::Network(format!(
-                "{url} answered {status}: {text}"
-            )));
+            return Err(CallError::Network(format!("{url} answered {status}: {text}")));
         }
-        let result: Result<Resp, E> = bincode::deserialize(&bytes)
-            .map_err(|e| CallError::Network(format!("bad answer from {url}: {e}")))?;
+        let result: Result<Resp, E> =
+            bincode::deserialize(&bytes).map_err(|e| CallError::Network(format!("bad answer from {url}: {e}")))?;
         result.map_err(CallError::Remote)
     }
 
@@ -129,22 +109,16 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call("append", &rpc, &option)
-            .await
-            .map_err(|e| self.map_err(e))
+        self.call("append", &rpc, &option).await.map_err(|e| self.map_err(e))
     }
 
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        self.call("snapshot", &rpc, &option)
-            .await
-            .map_err(|e| self.map_err(e))
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.call("snapshot", &rpc, &option).await.map_err(|e| self.map_err(e))
     }
 
     async fn vote(
@@ -152,8 +126,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call("vote", &rpc, &option)
-            .await
-            .map_err(|e| self.map_err(e))
+        self.call("vote", &rpc, &option).await.map_err(|e| self.map_err(e))
     }
 }

@@ -9,8 +9,8 @@
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::network::{HttpNetwork, BINCODE, CLUSTER_SECRET_HEADER};
-use crate::store::{open_db, LogStore, SharedState, StateMachineStore, StateView};
-use crate::types::{NodeId, NodeInfo, Raft};
+use crate::store::{open_db, LogStore, SharedState, SnapshotStore, StateMachineStore, StateView};
+use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
 use cascade_core::{Command, CommandResult, Principal, Request, UnixMillis};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
@@ -21,6 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest a request waits for a leader, a replica or a long-poll.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Longest the leader waits for a quorum to commit one write.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a read should be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,9 @@ pub enum NodeError {
     /// The cluster has not been initialized yet.
     #[error("the cluster is not initialized; run `cascade cluster init` against one voter")]
     NotInitialized,
+    /// The command was sent but its fate is unknown (it may still be applied); do not blindly retry.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// Membership change refused.
     #[error("membership change refused: {0}")]
     Membership(String),
@@ -79,29 +85,40 @@ pub struct Node {
 }
 
 fn wall_clock() -> UnixMillis {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     UnixMillis(ms)
 }
 
 impl Node {
     /// Opens the data dir and starts Raft. The HTTP server is started separately ([`crate::server`]).
     pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display()))?;
         let db_dir = config.data_dir.join("db");
         let db = tokio::task::spawn_blocking(move || open_db(&db_dir))
             .await?
-            .map_err(|e| {
-                anyhow::anyhow!("cannot open RocksDB in {}: {e}", config.data_dir.display())
-            })?;
+            .map_err(|e| anyhow::anyhow!("cannot open RocksDB in {}: {e}", config.data_dir.display()))?;
         let log_store = LogStore::new(db.clone());
-        let sm = StateMachineStore::open(db)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot restore state machine: {e}"))?;
+        let sm = StateMachineStore::open(db).await.map_err(|e| anyhow::anyhow!("cannot restore state machine: {e}"))?;
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+        let network = HttpNetwork::new(http.clone(), &config.cluster_secret);
+        Self::start_with(config, log_store, sm, network, http).await
+    }
+
+    /// Starts a node on the given storage and Raft network: the seam where the simulation substitutes its
+    /// in-memory stores and simulated network for RocksDB and HTTP.
+    pub async fn start_with<LS, S, N>(
+        config: NodeConfig,
+        log_store: LS,
+        sm: StateMachineStore<S>,
+        network: N,
+        http: reqwest::Client,
+    ) -> anyhow::Result<Arc<Node>>
+    where
+        LS: openraft::storage::RaftLogStorage<TypeConfig>,
+        S: SnapshotStore,
+        N: openraft::RaftNetworkFactory<TypeConfig>,
+    {
         let state = sm.shared();
         let t = &config.raft;
         let raft_config = openraft::Config {
@@ -115,20 +132,9 @@ impl Node {
             ..Default::default()
         }
         .validate()?;
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()?;
-        let network = HttpNetwork::new(http.clone(), &config.cluster_secret);
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, sm).await?;
         let metrics = Metrics::new();
-        Ok(Arc::new(Node {
-            id: config.id,
-            config,
-            raft,
-            state,
-            metrics,
-            http,
-        }))
+        Ok(Arc::new(Node { id: config.id, config, raft, state, metrics, http }))
     }
 
     /// Runs `f` on the applied state. Keep `f` short: it holds the read lock.
@@ -150,11 +156,7 @@ impl Node {
     pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
-        let node = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)?
-            .clone();
+        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
         Some((leader, node))
     }
 
@@ -164,11 +166,7 @@ impl Node {
     }
 
     /// Commits `command` on behalf of `actor`, through whichever node leads, and returns its result.
-    pub async fn write(
-        &self,
-        actor: Principal,
-        command: Command,
-    ) -> Result<CommandResult, NodeError> {
+    pub async fn write(&self, actor: Principal, command: Command) -> Result<CommandResult, NodeError> {
         let kind = command.kind();
         let started = std::time::Instant::now();
         let result = match self.write_as_leader(actor.clone(), command.clone()).await {
@@ -186,16 +184,22 @@ impl Node {
         actor: Principal,
         command: Command,
     ) -> Result<Result<CommandResult, NodeError>, NotLeader> {
-        let request = Request {
-            at: wall_clock(),
-            actor,
-            command,
+        let request = Request { at: wall_clock(), actor, command };
+        // A leader cut off from its quorum cannot commit, and openraft waits until it learns it was deposed;
+        // bound the wait so the client can retry elsewhere.
+        let written = match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(request)).await {
+            Ok(written) => written,
+            Err(_) => {
+                return Ok(Err(NodeError::OutcomeUnknown(format!(
+                    "the write was not committed within {COMMIT_TIMEOUT:?} (leader lost its quorum?); it may still \
+                     be applied later, so check before retrying a non-idempotent command"
+                ))))
+            }
         };
-        match self.raft.client_write(request).await {
-            Ok(response) => Ok(response
-                .data
-                .0
-                .ok_or_else(|| NodeError::Fatal("a normal entry applied without a result".into()))),
+        match written {
+            Ok(response) => {
+                Ok(response.data.0.ok_or_else(|| NodeError::Fatal("a normal entry applied without a result".into())))
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 if forward.leader_id == Some(self.id) {
                     return Ok(Err(NodeError::NoLeader("leadership is changing".into())));
@@ -215,8 +219,7 @@ impl Node {
         actor: Principal,
         command: Command,
     ) -> Result<CommandResult, NodeError> {
-        let body =
-            bincode::serialize(&(actor, command)).map_err(|e| NodeError::Fatal(e.to_string()))?;
+        let body = bincode::serialize(&(actor, command)).map_err(|e| NodeError::Fatal(e.to_string()))?;
         let answer: ForwardedWrite = self.internal_call(leader_addr, "write", body).await?;
         answer
     }
@@ -238,20 +241,27 @@ impl Node {
             .body(body)
             .send()
             .await
-            .map_err(|e| NodeError::NoLeader(format!("leader at {addr} unreachable: {e}")))?;
+            .map_err(|e| {
+                if e.is_connect() {
+                    NodeError::NoLeader(format!("leader at {addr} unreachable: {e}"))
+                } else {
+                    NodeError::OutcomeUnknown(format!("call to the leader at {addr} failed after sending: {e}"))
+                }
+            })?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| NodeError::NoLeader(format!("leader at {addr}: {e}")))?;
+            .map_err(|e| NodeError::OutcomeUnknown(format!("answer from the leader at {addr} was cut: {e}")))?;
         if !status.is_success() {
-            return Err(NodeError::NoLeader(format!(
-                "leader at {addr} answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            )));
+            let text = String::from_utf8_lossy(&bytes);
+            return Err(if status.is_client_error() {
+                NodeError::Fatal(format!("the leader at {addr} refused the internal call ({status}): {text}"))
+            } else {
+                NodeError::NoLeader(format!("leader at {addr} answered {status}: {text}"))
+            });
         }
-        bincode::deserialize(&bytes)
-            .map_err(|e| NodeError::Fatal(format!("bad answer from {url}: {e}")))
+        bincode::deserialize(&bytes).map_err(|e| NodeError::Fatal(format!("bad answer from {url}: {e}")))
     }
 
     /// Waits until a read at `consistency` may be answered from the local state.
@@ -268,21 +278,21 @@ impl Node {
 
     /// The leader's read index: applied here ⇒ a local read is linearizable.
     pub async fn read_index(&self) -> Result<u64, NodeError> {
-        match self.raft.ensure_linearizable().await {
+        let confirmed = tokio::time::timeout(MAX_WAIT, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| NodeError::NoLeader(format!("the leader did not confirm a read within {MAX_WAIT:?}")))?;
+        match confirmed {
             Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                forward,
-            ))) => match forward.leader_node {
-                Some(node) if forward.leader_id != Some(self.id) => {
-                    let answer: Result<u64, NodeError> = self
-                        .internal_call(&node.addr, "read-index", Vec::new())
-                        .await?;
-                    answer
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(forward))) => {
+                match forward.leader_node {
+                    Some(node) if forward.leader_id != Some(self.id) => {
+                        let answer: Result<u64, NodeError> =
+                            self.internal_call(&node.addr, "read-index", Vec::new()).await?;
+                        answer
+                    }
+                    _ => Err(NodeError::NoLeader("no leader to confirm a linearizable read".into())),
                 }
-                _ => Err(NodeError::NoLeader(
-                    "no leader to confirm a linearizable read".into(),
-                )),
-            },
+            }
             Err(RaftError::APIError(e)) => Err(NodeError::NoLeader(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(NodeError::Fatal(e.to_string())),
         }
@@ -293,12 +303,7 @@ impl Node {
         if self.applied_index() >= index {
             return Ok(());
         }
-        match self
-            .raft
-            .wait(Some(timeout))
-            .applied_index_at_least(Some(index), "read barrier")
-            .await
-        {
+        match self.raft.wait(Some(timeout)).applied_index_at_least(Some(index), "read barrier").await {
             Ok(_) => Ok(()),
             Err(_) => Err(NodeError::Lagging {
                 wanted: index,
@@ -310,31 +315,15 @@ impl Node {
 
     /// Waits until the applied index moves past `index` or `timeout` passes; for long-polls.
     pub async fn wait_for_change(&self, index: u64, timeout: Duration) {
-        let _ = self
-            .raft
-            .wait(Some(timeout))
-            .applied_index_at_least(Some(index + 1), "long poll")
-            .await;
+        let _ = self.raft.wait(Some(timeout)).applied_index_at_least(Some(index + 1), "long poll").await;
     }
 
     /// Initializes the cluster with this node and the voters of its config.
     pub async fn initialize(&self) -> Result<(), NodeError> {
         let mut members = BTreeMap::new();
-        members.insert(
-            self.id,
-            NodeInfo {
-                addr: self.config.advertised_addr(),
-                region: self.config.region.clone(),
-            },
-        );
+        members.insert(self.id, NodeInfo { addr: self.config.advertised_addr(), region: self.config.region.clone() });
         for peer in &self.config.peers {
-            members.insert(
-                peer.id,
-                NodeInfo {
-                    addr: peer.addr.clone(),
-                    region: peer.region.clone(),
-                },
-            );
+            members.insert(peer.id, NodeInfo { addr: peer.addr.clone(), region: peer.region.clone() });
         }
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
@@ -345,21 +334,13 @@ impl Node {
 
     /// Adds a learner (if not already a member) and, if `voter`, promotes it once it has caught up.
     /// Runs on the leader.
-    pub async fn add_member(
-        &self,
-        id: NodeId,
-        info: NodeInfo,
-        voter: bool,
-    ) -> Result<(), NodeError> {
+    pub async fn add_member(&self, id: NodeId, info: NodeInfo, voter: bool) -> Result<(), NodeError> {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let known = membership.membership().get_node(&id).cloned();
         let is_voter = membership.membership().voter_ids().any(|v| v == id);
         // add_learner commits a membership entry on every call; skip it for a member that already exists.
         if known.is_none() {
-            self.raft
-                .add_learner(id, info, true)
-                .await
-                .map_err(membership_error)?;
+            self.raft.add_learner(id, info, false).await.map_err(membership_error)?;
         } else if known.as_ref() != Some(&info) {
             return Err(NodeError::Membership(format!(
                 "node {id} is already a member at {}",
@@ -367,13 +348,45 @@ impl Node {
             )));
         }
         if voter && !is_voter {
+            // Promote only a learner that has caught up: a voter that cannot be reached would stall every
+            // write of a small cluster (openraft 0.9 does not check this itself).
+            self.wait_caught_up(id, MAX_WAIT).await?;
             let voters: std::collections::BTreeSet<NodeId> = std::iter::once(id).collect();
-            self.raft
-                .change_membership(openraft::ChangeMembers::AddVoterIds(voters), false)
-                .await
-                .map_err(membership_error)?;
+            let change = self.raft.change_membership(openraft::ChangeMembers::AddVoterIds(voters), false);
+            match tokio::time::timeout(MAX_WAIT, change).await {
+                Ok(result) => {
+                    result.map_err(membership_error)?;
+                }
+                Err(_) => {
+                    return Err(NodeError::OutcomeUnknown(format!(
+                        "promoting node {id} was not committed within {MAX_WAIT:?}; check `cascade cluster status`"
+                    )))
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Waits until the leader has replicated to `id` all but a few entries of its log.
+    async fn wait_caught_up(&self, id: NodeId, within: Duration) -> Result<(), NodeError> {
+        const MAX_LAG: u64 = 16;
+        let started = std::time::Instant::now();
+        let mut lag = None;
+        while started.elapsed() < within {
+            let metrics = self.raft.metrics().borrow().clone();
+            let last = metrics.last_log_index.unwrap_or(0);
+            let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).copied()).flatten().map(|l| l.index);
+            lag = matched.map(|m| last.saturating_sub(m));
+            if lag.is_some_and(|lag| lag <= MAX_LAG) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(NodeError::Membership(format!(
+            "node {id} has not caught up with the log within {within:?} (lag: {}); is it running and reachable at \
+             the address given? It stays a learner; retry add-voter once it has caught up",
+            lag.map_or("never replicated".to_string(), |l| l.to_string())
+        )))
     }
 }
 
@@ -395,30 +408,18 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) ->
 
 impl Node {
     /// The leader's cluster status (with replication lag), fetched over the internal API.
-    pub async fn leader_status(
-        &self,
-        leader_addr: &str,
-    ) -> Result<cascade_core::api::ClusterStatus, NodeError> {
+    pub async fn leader_status(&self, leader_addr: &str) -> Result<cascade_core::api::ClusterStatus, NodeError> {
         self.internal_call(leader_addr, "cluster", Vec::new()).await
     }
 
     /// Adds a member through whichever node leads.
-    pub async fn add_member_via_leader(
-        &self,
-        id: NodeId,
-        info: NodeInfo,
-        voter: bool,
-    ) -> Result<(), NodeError> {
+    pub async fn add_member_via_leader(&self, id: NodeId, info: NodeInfo, voter: bool) -> Result<(), NodeError> {
         if self.is_leader() {
             return self.add_member(id, info, voter).await;
         }
-        let (_, leader) = self
-            .leader()
-            .ok_or_else(|| NodeError::NoLeader("no leader to change membership".into()))?;
-        let body =
-            bincode::serialize(&(id, info, voter)).map_err(|e| NodeError::Fatal(e.to_string()))?;
-        let answer: Result<(), NodeError> =
-            self.internal_call(&leader.addr, "add-member", body).await?;
+        let (_, leader) = self.leader().ok_or_else(|| NodeError::NoLeader("no leader to change membership".into()))?;
+        let body = bincode::serialize(&(id, info, voter)).map_err(|e| NodeError::Fatal(e.to_string()))?;
+        let answer: Result<(), NodeError> = self.internal_call(&leader.addr, "add-member", body).await?;
         answer
     }
 }

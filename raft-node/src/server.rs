@@ -6,21 +6,16 @@ use std::future::Future;
 use std::sync::Arc;
 
 /// Runs a node until `shutdown` resolves, then stops Raft cleanly.
-pub async fn run(
-    config: NodeConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let listen = config.listen;
     let node = Node::start(config).await?;
     let app = crate::api::router(node.clone()).merge(crate::internal::router(node.clone()));
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {listen}: {e} (is another node using this port?)")
-    })?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (is another node using this port?)"))?;
     tracing::info!(node = node.id, %listen, "node listening");
     let monitor = tokio::spawn(crate::monitor::run(node.clone()));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     monitor.abort();
     let _ = node.raft.shutdown().await;
     tracing::info!(node = node.id, "node stopped");
@@ -32,14 +27,13 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

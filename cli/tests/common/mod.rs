@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use cascade_client::Client;
+use cascade_core::api::Role;
+use cascade_raft_node::config::{MemberRole, MonitorConfig, NodeConfig, PeerConfig, RaftTuning, TokenConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,16 +60,8 @@ impl NodeProcess {
 
     /// Starts (or restarts) the process from its config and data dir.
     pub fn start(&mut self) {
-        assert!(
-            self.child.is_none(),
-            "node {} already running",
-            self.spec.id
-        );
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open node log");
+        assert!(self.child.is_none(), "node {} already running", self.spec.id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open node log");
         let child = Command::new(env!("CARGO_BIN_EXE_cascade"))
             .args(["node", "--config"])
             .arg(&self.config)
@@ -80,9 +74,7 @@ impl NodeProcess {
     }
 
     pub fn client(&self, token: &str) -> Client {
-        Client::new(&[self.spec.url()], token)
-            .expect("client")
-            .with_retry_budget(Duration::from_secs(20))
+        Client::new(&[self.spec.url()], token).expect("client").with_retry_budget(Duration::from_secs(20))
     }
 }
 
@@ -92,79 +84,41 @@ impl Drop for NodeProcess {
     }
 }
 
-/// Writes a node config with the standard test tokens.
-pub fn write_config(
-    dir: &Path,
-    spec: &NodeSpec,
-    voters: &[NodeSpec],
-    stale_after_secs: u64,
-) -> PathBuf {
-    let peers: String = voters
-        .iter()
-        .filter(|v| v.id != spec.id)
-        .map(|v| {
-            format!(
-                "[[peers]]\nid = {}\naddr = \"{}\"\nregion = \"{}\"\n\n",
-                v.id,
-                v.addr(),
-                v.region
-            )
-        })
-        .collect();
-    let role = if spec.voter { "voter" } else { "learner" };
-    let data_dir = dir.join(format!("node{}", spec.id));
-    let text = format!(
-        r#"id = {id}
-listen = "{addr}"
-data_dir = "{data}"
-region = "{region}"
-role = "{role}"
-cluster_secret = "{SECRET}"
-
-{peers}
-[[tokens]]
-name = "admin"
-token = "{ADMIN}"
-role = "admin"
-
-[[tokens]]
-name = "alice"
-token = "{BUILDER}"
-role = "builder"
-
-[[tokens]]
-name = "dora"
-token = "{DEPLOYER}"
-role = "deployer"
-
-[[tokens]]
-name = "worker"
-token = "{WORKER}"
-role = "worker"
-
-[[tokens]]
-name = "victor"
-token = "{VIEWER}"
-role = "viewer"
-
-[raft]
-heartbeat_ms = 100
-election_timeout_min_ms = 600
-election_timeout_max_ms = 1200
-snapshot_every = 300
-keep_after_snapshot = 50
-
-[monitor]
-interval_secs = 1
-stale_after_secs = {stale_after_secs}
-"#,
-        id = spec.id,
-        addr = spec.addr(),
-        data = data_dir.display(),
-        region = spec.region,
-    );
+/// Writes a node config with the standard test tokens and fast Raft timing.
+pub fn write_config(dir: &Path, spec: &NodeSpec, voters: &[NodeSpec], stale_after_secs: u64) -> PathBuf {
+    let token = |name: &str, token: &str, role: Role| TokenConfig { name: name.into(), token: token.into(), role };
+    let config = NodeConfig {
+        id: spec.id,
+        listen: spec.addr().parse().expect("loopback addr"),
+        advertise: None,
+        data_dir: dir.join(format!("node{}", spec.id)),
+        region: spec.region.clone(),
+        role: if spec.voter { MemberRole::Voter } else { MemberRole::Learner },
+        peers: voters
+            .iter()
+            .filter(|v| v.id != spec.id)
+            .map(|v| PeerConfig { id: v.id, addr: v.addr(), region: v.region.clone() })
+            .collect(),
+        cluster_secret: SECRET.into(),
+        tokens: vec![
+            token("admin", ADMIN, Role::Admin),
+            token("alice", BUILDER, Role::Builder),
+            token("dora", DEPLOYER, Role::Deployer),
+            token("worker", WORKER, Role::Worker),
+            token("victor", VIEWER, Role::Viewer),
+        ],
+        raft: RaftTuning {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
+            snapshot_every: 300,
+            keep_after_snapshot: 50,
+        },
+        monitor: MonitorConfig { interval_secs: 1, stale_after_secs },
+    };
+    config.validate().expect("test config is valid");
     let path = dir.join(format!("node{}.toml", spec.id));
-    std::fs::write(&path, text).expect("write config");
+    std::fs::write(&path, toml::to_string(&config).expect("config to toml")).expect("write config");
     path
 }
 
@@ -175,12 +129,8 @@ pub fn start_nodes(dir: &Path, specs: &[NodeSpec], stale_after_secs: u64) -> Vec
         .iter()
         .map(|spec| {
             let config = write_config(dir, spec, &voters, stale_after_secs);
-            let mut process = NodeProcess {
-                spec: spec.clone(),
-                config,
-                child: None,
-                log: dir.join(format!("node{}.log", spec.id)),
-            };
+            let mut process =
+                NodeProcess { spec: spec.clone(), config, child: None, log: dir.join(format!("node{}.log", spec.id)) };
             process.start();
             process
         })
@@ -204,12 +154,7 @@ pub async fn wait_healthy(url: &str, within: Duration) {
 
 /// `/healthz` of a node as JSON, if it answers.
 pub async fn health(url: &str) -> Option<serde_json::Value> {
-    let r = reqwest::Client::new()
-        .get(format!("{url}/healthz"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
+    let r = reqwest::Client::new().get(format!("{url}/healthz")).timeout(Duration::from_secs(2)).send().await.ok()?;
     r.json().await.ok()
 }
 
@@ -231,19 +176,11 @@ pub async fn wait_leader(urls: &[String], within: Duration) -> u64 {
 
 /// Starts a one-voter cluster in region `us` and initializes it.
 pub async fn single_node(dir: &Path, stale_after_secs: u64) -> NodeProcess {
-    let spec = NodeSpec {
-        id: 1,
-        port: free_port(),
-        region: "us".into(),
-        voter: true,
-    };
+    let spec = NodeSpec { id: 1, port: free_port(), region: "us".into(), voter: true };
     let mut nodes = start_nodes(dir, &[spec], stale_after_secs);
     let node = nodes.remove(0);
     wait_healthy(&node.spec.url(), Duration::from_secs(30)).await;
-    node.client(ADMIN)
-        .cluster_init()
-        .await
-        .expect("cluster init");
+    node.client(ADMIN).cluster_init().await.expect("cluster init");
     wait_leader(&[node.spec.url()], Duration::from_secs(15)).await;
     node
 }

@@ -27,10 +27,7 @@ impl Caller {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!(
-                    "token {} has role {:?}; this needs a token with role {needed:?}",
-                    self.name, self.role
-                ),
+                format!("token {} has role {:?}; this needs a token with role {needed:?}", self.name, self.role),
             ))
         }
     }
@@ -39,21 +36,15 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let unauthorized =
-            |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            unauthorized("missing Authorization header; send `Authorization: Bearer TOKEN`")
-        })?;
-        let value = value
-            .to_str()
-            .map_err(|_| unauthorized("Authorization header is not ASCII"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| unauthorized("Authorization header must be `Bearer TOKEN`"))?;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let unauthorized = |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing Authorization header; send `Authorization: Bearer TOKEN`"))?;
+        let value = value.to_str().map_err(|_| unauthorized("Authorization header is not ASCII"))?;
+        let token =
+            value.strip_prefix("Bearer ").ok_or_else(|| unauthorized("Authorization header must be `Bearer TOKEN`"))?;
         // Compare against every token in constant time, so timing reveals neither which nor how much matched.
         let mut found = None;
         for configured in &state.node.config.tokens {
@@ -62,22 +53,15 @@ impl FromRequestParts<AppState> for Caller {
             }
         }
         let configured = found.ok_or_else(|| unauthorized("unknown token"))?;
-        let name = Principal::parse(configured.name.clone()).map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })?;
-        Ok(Caller {
-            name,
-            role: configured.role,
-        })
+        let name = Principal::parse(configured.name.clone())
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+        Ok(Caller { name, role: configured.role })
     }
 }
 
 /// Checks the cluster secret header of a node-to-node call.
 pub fn check_cluster_secret(headers: &HeaderMap, secret: &str) -> Result<(), StatusCode> {
-    let presented = headers
-        .get(crate::network::CLUSTER_SECRET_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
+    let presented = headers.get(crate::network::CLUSTER_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if constant_time_eq(presented, secret.as_bytes()) {
         Ok(())
     } else {

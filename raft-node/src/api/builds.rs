@@ -7,11 +7,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cascade_core::api::{
-    BuildList, Role, SubmitBuildRequest, IDEMPOTENCY_KEY_HEADER, MAX_IDEMPOTENCY_KEY_BYTES,
-};
+use cascade_core::api::{BuildList, Role, SubmitBuildRequest, IDEMPOTENCY_KEY_HEADER, MAX_IDEMPOTENCY_KEY_BYTES};
 use cascade_core::{Command, CommandOutput, JobId, ServiceName};
 use serde::Deserialize;
+
+/// Most jobs one list request looks at.
+pub const MAX_SCAN: usize = 10_000;
 
 /// Most builds one page returns.
 pub const MAX_PAGE: usize = 500;
@@ -27,9 +28,7 @@ pub async fn submit(
     let idempotency_key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
         None => None,
         Some(value) => {
-            let key = value
-                .to_str()
-                .map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
+            let key = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
             if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
                 return Err(ApiError::bad_request(format!(
                     "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} characters"
@@ -38,12 +37,7 @@ pub async fn submit(
             Some(key.to_string())
         }
     };
-    let command = Command::SubmitBuild {
-        repo: body.repo,
-        commit: body.commit,
-        service: body.service,
-        idempotency_key,
-    };
+    let command = Command::SubmitBuild { repo: body.repo, commit: body.commit, service: body.service, idempotency_key };
     match app.node.write(caller.name, command).await?? {
         CommandOutput::Job(job) => Ok((StatusCode::CREATED, Json(job)).into_response()),
         other => Err(unexpected(other)),
@@ -77,29 +71,28 @@ pub async fn list(
     caller.require(Role::Viewer)?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_PAGE}"
-        )));
+        return Err(ApiError::bad_request(format!("limit must be 1 to {MAX_PAGE}")));
     }
     let service = q.service.map(ServiceName::parse).transpose()?;
     const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
     if let Some(status) = &q.status {
         if !STATUSES.contains(&status.as_str()) {
-            return Err(ApiError::bad_request(format!(
-                "status must be one of {STATUSES:?}"
-            )));
+            return Err(ApiError::bad_request(format!("status must be one of {STATUSES:?}")));
         }
     }
-    let params = ReadParams {
-        consistency: q.consistency,
-        min_index: q.min_index,
-    };
+    let params = ReadParams { consistency: q.consistency, min_index: q.min_index };
     let before = JobId(q.before.unwrap_or(u64::MAX));
     consistent_read(&app.node, &params, |view| {
         let jobs = &view.state.jobs;
         let mut builds = Vec::with_capacity(limit);
         let mut next_before = None;
-        for job in jobs.range(..before).rev().map(|(_, job)| job) {
+        // A filter that rarely matches must not walk every job under the state lock: stop after MAX_SCAN
+        // jobs and let the caller continue from where the scan stopped.
+        for (scanned, job) in jobs.range(..before).rev().map(|(_, job)| job).enumerate() {
+            if scanned == MAX_SCAN {
+                next_before = Some(JobId(job.id.0 + 1));
+                break;
+            }
             if service.as_ref().is_some_and(|s| &job.service != s)
                 || q.status.as_deref().is_some_and(|s| job.status.name() != s)
             {
@@ -111,11 +104,7 @@ pub async fn list(
             }
             builds.push(job.clone());
         }
-        Ok(BuildList {
-            builds,
-            next_before,
-            total: jobs.len() as u64,
-        })
+        Ok(BuildList { builds, next_before, total: jobs.len() as u64 })
     })
     .await
 }
@@ -129,27 +118,15 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     consistent_read(&app.node, &params, |view| {
-        view.state
-            .jobs
-            .get(&JobId(id))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("no build with id {id}")))
+        view.state.jobs.get(&JobId(id)).cloned().ok_or_else(|| ApiError::not_found(format!("no build with id {id}")))
     })
     .await
 }
 
 /// `POST /api/v1/builds/{id}/cancel`
-pub async fn cancel(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(id): Path<u64>,
-) -> Result<Response, ApiError> {
+pub async fn cancel(State(app): State<AppState>, caller: Caller, Path(id): Path<u64>) -> Result<Response, ApiError> {
     caller.require(Role::Builder)?;
-    match app
-        .node
-        .write(caller.name, Command::Cancel { job: JobId(id) })
-        .await??
-    {
+    match app.node.write(caller.name, Command::Cancel { job: JobId(id) }).await?? {
         CommandOutput::Job(job) => Ok(Json(job).into_response()),
         other => Err(unexpected(other)),
     }
@@ -157,9 +134,5 @@ pub async fn cancel(
 
 /// A command answered with an output of another kind: a bug, reported rather than hidden.
 pub(super) fn unexpected(output: CommandOutput) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        format!("unexpected command output {output:?}"),
-    )
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("unexpected command output {output:?}"))
 }

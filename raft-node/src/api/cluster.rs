@@ -23,38 +23,19 @@ pub fn local_status(node: &Node) -> ClusterStatus {
     let members = membership
         .nodes()
         .map(|(id, info)| {
-            let matched = metrics
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(id))
-                .map(|m| m.map_or(0, |l| l.index));
-            let matched = if *id == node.id {
-                metrics.last_log_index
-            } else {
-                matched
-            };
+            let matched = metrics.replication.as_ref().and_then(|r| r.get(id)).map(|m| m.map_or(0, |l| l.index));
+            let matched = if *id == node.id { metrics.last_log_index } else { matched };
             ClusterMember {
                 id: *id,
                 addr: info.addr.clone(),
                 region: info.region.clone(),
-                role: if voters.contains(id) {
-                    "voter"
-                } else {
-                    "learner"
-                }
-                .to_string(),
+                role: if voters.contains(id) { "voter" } else { "learner" }.to_string(),
                 matched_index: matched,
                 lag: matched.map(|m| last.saturating_sub(m)),
             }
         })
         .collect();
-    let workers = node.read(|v| {
-        v.state
-            .workers
-            .iter()
-            .map(|(w, at)| (w.clone(), at.0))
-            .collect()
-    });
+    let workers = node.read(|v| v.state.workers.iter().map(|(w, at)| (w.clone(), at.0)).collect());
     ClusterStatus {
         node_id: node.id,
         leader: metrics.current_leader,
@@ -103,19 +84,14 @@ pub async fn add_member(
     ApiJson(body): ApiJson<AddMemberRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
-    if body.addr.parse::<std::net::SocketAddr>().is_err() && !body.addr.contains(':') {
+    if !valid_host_port(&body.addr) {
         return Err(ApiError::bad_request(format!(
-            "addr must be host:port, got {:?}",
+            "addr must be host:port (a hostname or IP and a port 1-65535, no scheme or path), got {:?}",
             body.addr
         )));
     }
-    let info = NodeInfo {
-        addr: body.addr.clone(),
-        region: body.region.to_string(),
-    };
-    app.node
-        .add_member_via_leader(body.id, info, body.voter)
-        .await?;
+    let info = NodeInfo { addr: body.addr.clone(), region: body.region.to_string() };
+    app.node.add_member_via_leader(body.id, info, body.voter).await?;
     Ok(Json(json!({"added": body.id, "voter": body.voter})).into_response())
 }
 
@@ -143,20 +119,11 @@ pub async fn audit(
     let page = app.node.read(|v| {
         let audit = &v.state.audit;
         // seq n lives at position n - 1.
-        let end = q.before.map_or(audit.len(), |b| {
-            (b.saturating_sub(1) as usize).min(audit.len())
-        });
+        let end = q.before.map_or(audit.len(), |b| (b.saturating_sub(1) as usize).min(audit.len()));
         let start = end.saturating_sub(limit);
         let entries: Vec<_> = audit[start..end].iter().rev().cloned().collect();
-        let next_before = if start > 0 {
-            entries.last().map(|e| e.seq)
-        } else {
-            None
-        };
-        AuditPage {
-            entries,
-            next_before,
-        }
+        let next_before = if start > 0 { entries.last().map(|e| e.seq) } else { None };
+        AuditPage { entries, next_before }
     });
     Ok(Json(page).into_response())
 }
@@ -172,11 +139,7 @@ pub async fn healthz(State(app): State<AppState>) -> Response {
         "state": format!("{:?}", metrics.state),
         "applied_index": metrics.last_applied.map(|l| l.index),
     });
-    let status = if running {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if running { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
@@ -186,11 +149,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     let status = local_status(node);
     let raft = node.raft.metrics().borrow().clone();
     let (jobs, queue_depth, workers) = node.read(|v| {
-        (
-            v.state.status_counts().into_iter().collect(),
-            v.state.queue.len() as u64,
-            v.state.workers.len() as u64,
-        )
+        (v.state.status_counts().into_iter().collect(), v.state.queue.len() as u64, v.state.workers.len() as u64)
     });
     let lag = status
         .members
@@ -208,12 +167,35 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         queue_depth,
         workers,
     });
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+/// `host:port` with a DNS name or IP address and a non-zero port; IPv6 in brackets.
+fn valid_host_port(addr: &str) -> bool {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else { return false };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    port_ok && host_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_host_port;
+
+    #[test]
+    fn member_addresses_are_host_port() {
+        for good in ["127.0.0.1:7001", "[::1]:7001", "node-1.internal:7001", "localhost:1"] {
+            assert!(valid_host_port(good), "{good}");
+        }
+        for bad in ["http://x:1/", "x:0", "x", ":80", "a b:1", "x:99999", "evil.com:80/path"] {
+            assert!(!valid_host_port(bad), "{bad}");
+        }
+    }
 }

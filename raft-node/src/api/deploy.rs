@@ -23,10 +23,7 @@ pub async fn deploy(
     ApiJson(body): ApiJson<DeployRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Deployer)?;
-    let command = Command::SetDesiredVersion {
-        service: body.service,
-        build: body.build,
-    };
+    let command = Command::SetDesiredVersion { service: body.service, build: body.build };
     match app.node.write(caller.name, command).await?? {
         CommandOutput::Desired(desired) => Ok((StatusCode::CREATED, Json(desired)).into_response()),
         other => Err(unexpected(other)),
@@ -45,32 +42,20 @@ pub async fn show(
     consistent_read(&app.node, &params, |view| {
         let state = &view.state;
         let desired = state.desired.get(&service).cloned();
-        let history: Vec<_> = state
-            .deploy_history
-            .get(&service)
-            .map(|h| h.iter().rev().cloned().collect())
-            .unwrap_or_default();
-        if desired.is_none() && !state.jobs.values().any(|j| j.service == service) {
-            return Err(ApiError::not_found(format!(
-                "service {service} has no builds and no deployments"
-            )));
+        let history: Vec<_> =
+            state.deploy_history.get(&service).map(|h| h.iter().rev().cloned().collect()).unwrap_or_default();
+        if desired.is_none() {
+            return Err(ApiError::not_found(format!("service {service} has never been deployed")));
         }
         let mut rollout: BTreeMap<_, BTreeMap<_, _>> = BTreeMap::new();
         if let Some(d) = &desired {
             if let Some(clusters) = state.rollouts.get(&(service.clone(), d.generation)) {
                 for ((region, cluster), counts) in clusters {
-                    rollout
-                        .entry(region.clone())
-                        .or_default()
-                        .insert(cluster.clone(), counts.clone());
+                    rollout.entry(region.clone()).or_default().insert(cluster.clone(), counts.clone());
                 }
             }
         }
-        Ok(DeploymentStatus {
-            desired,
-            history,
-            rollout,
-        })
+        Ok(DeploymentStatus { desired, history, rollout })
     })
     .await
 }
@@ -98,10 +83,7 @@ pub async fn desired(
         let _ = app.node.wait_applied(index, wait).await;
     }
     consistent_read(&app.node, &ReadParams::default(), |view| {
-        Ok(DesiredVersions {
-            applied_index: view.applied_index(),
-            services: view.state.desired.clone(),
-        })
+        Ok(DesiredVersions { applied_index: view.applied_index(), services: view.state.desired.clone() })
     })
     .await
 }

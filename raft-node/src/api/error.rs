@@ -23,12 +23,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with no Retry-After.
     pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            error,
-            detail: detail.into(),
-            retry_after: None,
-        }
+        Self { status, error, detail: detail.into(), retry_after: None }
     }
     /// 400 for a malformed request.
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -42,18 +37,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(ErrorBody {
-                error: self.error.to_string(),
-                detail: self.detail,
-            }),
-        )
-            .into_response();
+        let mut response =
+            (self.status, Json(ErrorBody { error: self.error.to_string(), detail: self.detail })).into_response();
         if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -63,14 +50,14 @@ impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         let detail = e.to_string();
         match e {
-            NodeError::NoLeader(_) | NodeError::Lagging { .. } | NodeError::NotInitialized => {
-                Self {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    error: "no_leader",
-                    detail,
-                    retry_after: Some(1),
-                }
+            NodeError::NoLeader(_) | NodeError::NotInitialized => {
+                Self { status: StatusCode::SERVICE_UNAVAILABLE, error: "no_leader", detail, retry_after: Some(1) }
             }
+            NodeError::Lagging { .. } => {
+                Self { status: StatusCode::SERVICE_UNAVAILABLE, error: "replica_lagging", detail, retry_after: Some(1) }
+            }
+            // Not 503: clients retry 503 blindly, and this command may already have been applied.
+            NodeError::OutcomeUnknown(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", detail),
             NodeError::Membership(_) => Self::new(StatusCode::CONFLICT, "wrong_state", detail),
             NodeError::Fatal(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail),
         }

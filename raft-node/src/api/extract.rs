@@ -30,20 +30,15 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     let text = rejection.body_text();
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
-            "the body must be JSON: send the header Content-Type: application/json",
-        ),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::bad_request("the body must be JSON: send the header Content-Type: application/json")
+        }
         _ if status == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             status,
             "payload_too_large",
-            format!(
-                "the request body is larger than {} bytes",
-                cascade_core::api::MAX_BODY_BYTES
-            ),
+            format!("the request body is larger than {} bytes", cascade_core::api::MAX_BODY_BYTES),
         ),
-        JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
-            ApiError::bad_request(text)
-        }
+        JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => ApiError::bad_request(text),
         _ => ApiError::new(status, "invalid_request", text),
     }
 }

@@ -10,9 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cascade_core::api::{
-    ClaimRequest, ClaimResponse, FailRequest, HeartbeatRequest, Role, SucceedRequest,
-};
+use cascade_core::api::{ClaimRequest, ClaimResponse, FailRequest, HeartbeatRequest, Role, SucceedRequest};
 use cascade_core::{Command, CommandOutput, JobId, Lease};
 use serde::Deserialize;
 use std::time::{Duration, Instant};
@@ -37,23 +35,16 @@ pub async fn claim(
     let deadline = Instant::now() + wait;
     // Bounded: each round either claims, or waits for the applied index to move, until the deadline.
     for _round in 0..10_000 {
-        let (applied, queued) = app
-            .node
-            .read(|v| (v.applied_index(), !v.state.queue.is_empty()));
+        let mut lost_race = false;
+        let (applied, queued) = app.node.read(|v| (v.applied_index(), !v.state.queue.is_empty()));
         // An empty local queue skips the log entry; a replica a little behind only delays the claim.
         if queued {
-            let command = Command::Claim {
-                worker: body.worker.clone(),
-            };
+            let command = Command::Claim { worker: body.worker.clone() };
             match app.node.write(caller.name.clone(), command).await?? {
                 CommandOutput::Claimed(Some(claimed)) => {
-                    return Ok(Json(ClaimResponse {
-                        job: claimed.job,
-                        lease: claimed.lease,
-                    })
-                    .into_response())
+                    return Ok(Json(ClaimResponse { job: claimed.job, lease: claimed.lease }).into_response())
                 }
-                CommandOutput::Claimed(None) => {}
+                CommandOutput::Claimed(None) => lost_race = true,
                 other => return Err(unexpected(other)),
             }
         }
@@ -61,7 +52,13 @@ pub async fn claim(
         if now >= deadline {
             break;
         }
-        app.node.wait_for_change(applied, deadline - now).await;
+        if lost_race {
+            // This replica showed a job the leader no longer had (it lags, or another worker won): pause
+            // rather than propose another empty claim as soon as anything is applied.
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(250))).await;
+        } else {
+            app.node.wait_for_change(applied, deadline - now).await;
+        }
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -74,15 +71,8 @@ pub async fn heartbeat(
     ApiJson(body): ApiJson<HeartbeatRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Worker)?;
-    let lease = Lease {
-        job: JobId(id),
-        attempt: body.attempt,
-    };
-    match app
-        .node
-        .write(caller.name, Command::Heartbeat { lease })
-        .await??
-    {
+    let lease = Lease { job: JobId(id), attempt: body.attempt };
+    match app.node.write(caller.name, Command::Heartbeat { lease }).await?? {
         CommandOutput::Heartbeat(ack) => Ok(Json(ack).into_response()),
         other => Err(unexpected(other)),
     }
@@ -97,25 +87,10 @@ pub async fn succeed(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Worker)?;
     if body.artifact.manifest_key.is_empty() || body.artifact.manifest_key.len() > 1024 {
-        return Err(ApiError::bad_request(
-            "artifact.manifest_key must be 1 to 1024 characters",
-        ));
+        return Err(ApiError::bad_request("artifact.manifest_key must be 1 to 1024 characters"));
     }
-    let lease = Lease {
-        job: JobId(id),
-        attempt: body.attempt,
-    };
-    match app
-        .node
-        .write(
-            caller.name,
-            Command::Succeed {
-                lease,
-                artifact: body.artifact,
-            },
-        )
-        .await??
-    {
+    let lease = Lease { job: JobId(id), attempt: body.attempt };
+    match app.node.write(caller.name, Command::Succeed { lease, artifact: body.artifact }).await?? {
         CommandOutput::Job(job) => Ok(Json(job).into_response()),
         other => Err(unexpected(other)),
     }
@@ -129,15 +104,8 @@ pub async fn fail(
     ApiJson(body): ApiJson<FailRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Worker)?;
-    let lease = Lease {
-        job: JobId(id),
-        attempt: body.attempt,
-    };
-    let command = Command::Fail {
-        lease,
-        reason: body.reason,
-        retryable: body.retryable,
-    };
+    let lease = Lease { job: JobId(id), attempt: body.attempt };
+    let command = Command::Fail { lease, reason: body.reason, retryable: body.retryable };
     match app.node.write(caller.name, command).await?? {
         CommandOutput::Job(job) => Ok(Json(job).into_response()),
         other => Err(unexpected(other)),

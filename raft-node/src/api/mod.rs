@@ -73,9 +73,9 @@ impl ReadParams {
             (Some("linearizable"), _) => Ok(ReadConsistency::Linearizable),
             (Some("local") | None, Some(index)) => Ok(ReadConsistency::AtLeast(index)),
             (Some("local") | None, None) => Ok(ReadConsistency::Local),
-            (Some(other), _) => Err(ApiError::bad_request(format!(
-                "consistency must be `local` or `linearizable`, not {other:?}"
-            ))),
+            (Some(other), _) => {
+                Err(ApiError::bad_request(format!("consistency must be `local` or `linearizable`, not {other:?}")))
+            }
         }
     }
 }
@@ -92,9 +92,6 @@ async fn consistent_read<T: Serialize>(
 }
 
 fn with_applied_index(mut response: Response, applied: u64) -> Response {
-    response.headers_mut().insert(
-        HeaderName::from_static(APPLIED_INDEX_HEADER),
-        HeaderValue::from(applied),
-    );
+    response.headers_mut().insert(HeaderName::from_static(APPLIED_INDEX_HEADER), HeaderValue::from(applied));
     response
 }

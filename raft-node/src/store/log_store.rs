@@ -46,24 +46,17 @@ impl LogStore {
     fn get_meta<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, String> {
         let cf = db.cf_handle(CF_META).ok_or("missing meta column family")?;
         match db.get_cf(&cf, key).map_err(|e| e.to_string())? {
-            Some(bytes) => bincode::deserialize(&bytes)
-                .map(Some)
-                .map_err(|e| format!("corrupt {key:?}: {e}")),
+            Some(bytes) => bincode::deserialize(&bytes).map(Some).map_err(|e| format!("corrupt {key:?}: {e}")),
             None => Ok(None),
         }
     }
 
-    async fn put_meta<T: serde::Serialize>(
-        &self,
-        key: &'static [u8],
-        value: &T,
-    ) -> Result<(), String> {
+    async fn put_meta<T: serde::Serialize>(&self, key: &'static [u8], value: &T) -> Result<(), String> {
         let bytes = bincode::serialize(value).map_err(|e| e.to_string())?;
         let db = self.db.clone();
         blocking(move || {
             let cf = db.cf_handle(CF_META).ok_or("missing meta column family")?;
-            db.put_cf_opt(&cf, key, bytes, &synced())
-                .map_err(|e| e.to_string())
+            db.put_cf_opt(&cf, key, bytes, &synced()).map_err(|e| e.to_string())
         })
         .await
     }
@@ -95,10 +88,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 if end.is_some_and(|end| index >= end) {
                     break;
                 }
-                entries.push(
-                    bincode::deserialize::<Entry>(&value)
-                        .map_err(|e| format!("corrupt entry {index}: {e}"))?,
-                );
+                entries.push(bincode::deserialize::<Entry>(&value).map_err(|e| format!("corrupt entry {index}: {e}"))?);
             }
             Ok(entries)
         })
@@ -117,20 +107,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let last = match db.iterator_cf(&cf, IteratorMode::End).next() {
                 Some(item) => {
                     let (_, value) = item.map_err(|e| e.to_string())?;
-                    Some(
-                        bincode::deserialize::<Entry>(&value)
-                            .map_err(|e| e.to_string())?
-                            .log_id,
-                    )
+                    Some(bincode::deserialize::<Entry>(&value).map_err(|e| e.to_string())?.log_id)
                 }
                 None => None,
             };
             let last_purged_log_id = Self::get_meta::<Option<LogId>>(&db, KEY_PURGED)?.flatten();
             let last_log_id = last.or(last_purged_log_id);
-            Ok(LogState {
-                last_purged_log_id,
-                last_log_id,
-            })
+            Ok(LogState { last_purged_log_id, last_log_id })
         })
         .await
         .map_err(io_read)
@@ -141,9 +124,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote)
-            .await
-            .map_err(|e| StorageIOError::write_vote(&std::io::Error::other(e)).into())
+        self.put_meta(KEY_VOTE, vote).await.map_err(|e| StorageIOError::write_vote(&std::io::Error::other(e)).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -154,9 +135,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_COMMITTED, &committed)
-            .await
-            .map_err(io_write)
+        self.put_meta(KEY_COMMITTED, &committed).await.map_err(io_write)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -166,11 +145,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io_read)
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -225,11 +200,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // Record the purge point first (in the same batch), so a crash never leaves a gap unexplained.
             let mut wb = WriteBatch::default();
             wb.put_cf(&meta, KEY_PURGED, bytes);
-            wb.delete_range_cf(
-                &logs,
-                index_key(0),
-                index_key(log_id.index.saturating_add(1)),
-            );
+            wb.delete_range_cf(&logs, index_key(0), index_key(log_id.index.saturating_add(1)));
             db.write_opt(wb, &synced()).map_err(|e| e.to_string())
         })
         .await

@@ -4,10 +4,12 @@
 //! append is acknowledged to openraft only after its write batch was synced to disk.
 
 mod log_store;
+mod memory;
 mod state_machine;
 
 pub use log_store::LogStore;
-pub use state_machine::{SharedState, StateMachineStore, StateView};
+pub use memory::MemLogStore;
+pub use state_machine::{MemSnapshots, RocksSnapshots, SharedState, SnapshotStore, StateMachineStore, StateView};
 
 use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 use std::path::Path;
@@ -23,8 +25,7 @@ pub fn open_db(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    let cfs = [CF_LOGS, CF_META, CF_SNAPSHOT]
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let cfs = [CF_LOGS, CF_META, CF_SNAPSHOT].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))
 }
 
@@ -34,7 +35,5 @@ where
     F: FnOnce() -> Result<T, String> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("storage task failed: {e}"))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| format!("storage task failed: {e}"))?
 }

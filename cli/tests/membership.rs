@@ -1,0 +1,116 @@
+//! Growing a cluster with the CLI: `cluster init`, `add-voter`, `add-learner`, `status`, and the build
+//! subcommands, run as the real `cascade` binary against real nodes.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn cascade(server: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .args(["--server", server, "--token", token, "--output", "json"])
+        .args(args)
+        .output()
+        .expect("run cascade");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_grows_a_cluster_and_submits_builds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let specs = [
+        NodeSpec { id: 1, port: free_port(), region: "home".into(), voter: true },
+        NodeSpec { id: 2, port: free_port(), region: "home".into(), voter: true },
+        NodeSpec { id: 3, port: free_port(), region: "eu".into(), voter: false },
+    ];
+    // Each node knows no peers: the cluster starts as node 1 alone and grows through the CLI.
+    let mut nodes = Vec::new();
+    for spec in &specs {
+        let config = write_config(dir.path(), spec, &[], 300);
+        let mut node =
+            NodeProcess { spec: spec.clone(), config, child: None, log: dir.path().join(format!("n{}.log", spec.id)) };
+        node.start();
+        wait_healthy(&spec.url(), Duration::from_secs(30)).await;
+        nodes.push(node);
+    }
+    let first = specs[0].url();
+    let (ok, _, err) = cascade(&first, ADMIN, &["cluster", "init"]);
+    assert!(ok, "init failed: {err}");
+    wait_leader(std::slice::from_ref(&first), Duration::from_secs(15)).await;
+
+    let (ok, _, err) =
+        cascade(&first, ADMIN, &["cluster", "add-voter", "--id", "2", "--addr", &specs[1].addr(), "--region", "home"]);
+    assert!(ok, "add-voter failed: {err}");
+    // Membership changes are accepted by any node: ask the learner-to-be's future peer, node 2.
+    let (ok, _, err) = cascade(
+        &specs[1].url(),
+        ADMIN,
+        &["cluster", "add-learner", "--id", "3", "--addr", &specs[2].addr(), "--region", "eu"],
+    );
+    assert!(ok, "add-learner through a follower failed: {err}");
+    let (ok, _, err) =
+        cascade(&first, VIEWER, &["cluster", "add-learner", "--id", "9", "--addr", "127.0.0.1:1", "--region", "eu"]);
+    assert!(!ok && err.contains("403"), "a viewer must not change membership: {err}");
+
+    let (ok, out, err) = cascade(&specs[2].url(), VIEWER, &["cluster", "status"]);
+    assert!(ok, "{err}");
+    let status: Value = serde_json::from_str(&out).expect("status json");
+    let roles: Vec<(u64, String, String)> = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_u64().unwrap(),
+                m["role"].as_str().unwrap().to_string(),
+                m["region"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            (1, "voter".into(), "home".into()),
+            (2, "voter".into(), "home".into()),
+            (3, "learner".into(), "eu".into())
+        ]
+    );
+
+    // A build submitted through the learner is forwarded to the leader and readable everywhere.
+    let commit = "c0ffee".repeat(6) + "c0ff";
+    let (ok, out, err) = cascade(
+        &specs[2].url(),
+        BUILDER,
+        &["build", "submit", "--repo", "https://git.example.com/x/y.git", "--commit", &commit, "--service", "web"],
+    );
+    assert!(ok, "{err}");
+    let job: Value = serde_json::from_str(&out).expect("job json");
+    let id = job["id"].as_u64().expect("id").to_string();
+    let (ok, _, err) =
+        cascade(&first, BUILDER, &["build", "submit", "--repo", "x", "--commit", &commit, "--service", "web"]);
+    assert!(!ok && err.contains("repo"), "a bad repo must be refused before sending: {err}");
+
+    let started = Instant::now();
+    loop {
+        let (ok, out, _) = cascade(&specs[2].url(), VIEWER, &["build", "show", &id]);
+        if ok && serde_json::from_str::<Value>(&out).map(|j| j["status"]["state"] == "queued").unwrap_or(false) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the learner never showed build {id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out, err) = cascade(&first, BUILDER, &["build", "cancel", &id]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["status"]["state"], "cancelled");
+    let (ok, _, err) = cascade(&first, BUILDER, &["build", "cancel", &id]);
+    assert!(!ok && err.contains("409"), "cancelling twice must be refused: {err}");
+    let (ok, out, err) = cascade(&first, VIEWER, &["status"]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["builds_total"], 1);
+}
