@@ -122,6 +122,7 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let leader = wait_leader(&urls[..3], Duration::from_secs(10)).await;
+    let term_before = admin.cluster_status().await.expect("status").term;
     let leader_index = nodes.iter().position(|n| n.spec.id == leader).expect("leader is a node");
     nodes[leader_index].kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -195,6 +196,8 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
     for (url, state) in urls.iter().zip(&states) {
         assert_eq!(state, &states[0], "replica {url} differs from node 1");
     }
+    let status = viewer.cluster_status().await.expect("status");
+    assert!(status.term > term_before, "killing the leader must have forced an election: {status:?}");
     let restarted = nodes[leader_index].spec.id;
     assert!(states.iter().all(|s| s.total == BUILDS), "restarted node {restarted} recovered all builds");
 
