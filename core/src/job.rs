@@ -64,8 +64,9 @@ pub enum JobStatus {
         started_at: UnixMillis,
         /// Last sign of life from the worker.
         last_heartbeat: UnixMillis,
-        /// Someone asked to cancel; the worker learns it on its next heartbeat.
-        cancel_requested: bool,
+        /// Who asked to cancel, if anyone; the worker learns it on its next heartbeat, and the job is then
+        /// recorded as cancelled by this principal (not by the worker or monitor that carried it out).
+        cancel_requested_by: Option<Principal>,
     },
     /// Built and uploaded.
     Succeeded {
@@ -94,7 +95,7 @@ enum JobStatusBinary {
         attempt: u32,
         started_at: UnixMillis,
         last_heartbeat: UnixMillis,
-        cancel_requested: bool,
+        cancel_requested_by: Option<Principal>,
     },
     Succeeded {
         artifact: Artifact,

@@ -273,7 +273,7 @@ impl State {
             attempt: job.attempt,
             started_at: now,
             last_heartbeat: now,
-            cancel_requested: false,
+            cancel_requested_by: None,
         };
         job.record(now, format!("claimed by {worker} (attempt {})", job.attempt));
         let claimed = ClaimedJob { job: job.clone(), lease: Lease { job: id, attempt: job.attempt } };
@@ -282,12 +282,12 @@ impl State {
         Some(claimed)
     }
 
-    /// Checks that `lease` is the job's running attempt; returns its last heartbeat and cancel flag.
-    fn check_lease(&self, lease: Lease) -> Result<(UnixMillis, bool), CommandError> {
+    /// Checks that `lease` is the job's running attempt; returns its last heartbeat and who asked to cancel.
+    fn check_lease(&self, lease: Lease) -> Result<(UnixMillis, Option<Principal>), CommandError> {
         let job = self.jobs.get(&lease.job).ok_or(CommandError::UnknownJob(lease.job))?;
         match &job.status {
-            JobStatus::Running { attempt, last_heartbeat, cancel_requested, .. } if *attempt == lease.attempt => {
-                Ok((*last_heartbeat, *cancel_requested))
+            JobStatus::Running { attempt, last_heartbeat, cancel_requested_by, .. } if *attempt == lease.attempt => {
+                Ok((*last_heartbeat, cancel_requested_by.clone()))
             }
             JobStatus::Running { attempt, worker, .. } => Err(CommandError::StaleLease {
                 lease,
@@ -311,9 +311,9 @@ impl State {
     }
 
     fn heartbeat(&mut self, now: UnixMillis, actor: &Principal, lease: Lease) -> CommandResult {
-        let (last, cancel_requested) = self.check_lease(lease)?;
-        if cancel_requested {
-            self.finish_running(lease.job, last, now, JobStatus::Cancelled { by: actor.clone() });
+        let (last, cancel_requested_by) = self.check_lease(lease)?;
+        if let Some(by) = cancel_requested_by {
+            self.finish_running(lease.job, last, now, JobStatus::Cancelled { by });
             if let Some(job) = self.jobs.get_mut(&lease.job) {
                 job.record(now, "cancelled: worker acknowledged".to_string());
             }
@@ -332,12 +332,12 @@ impl State {
     }
 
     fn succeed(&mut self, now: UnixMillis, actor: &Principal, lease: Lease, artifact: &Artifact) -> CommandResult {
-        let (last, cancel_requested) = self.check_lease(lease)?;
-        if cancel_requested {
+        let (last, cancel_requested_by) = self.check_lease(lease)?;
+        if let Some(by) = cancel_requested_by {
             // The cancel wins: the person who asked for it must not find the build deployable afterwards.
             // This refusal does change the state, so it moves the clock like an accepted command.
             self.clock = now;
-            self.finish_running(lease.job, last, now, JobStatus::Cancelled { by: actor.clone() });
+            self.finish_running(lease.job, last, now, JobStatus::Cancelled { by });
             self.audit(now, actor, "cancel", format!("build {} cancelled before its result was recorded", lease.job));
             return Err(CommandError::WrongState {
                 job: lease.job,
@@ -405,13 +405,13 @@ impl State {
             let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            let JobStatus::Running { worker, cancel_requested, .. } = &job.status else {
+            let JobStatus::Running { worker, cancel_requested_by, .. } = &job.status else {
                 continue;
             };
             let worker = worker.clone();
-            let (status, event) = if *cancel_requested {
+            let (status, event) = if let Some(by) = cancel_requested_by {
                 report.cancelled.push(id);
-                (JobStatus::Cancelled { by: actor.clone() }, format!("cancelled: worker {worker} went silent"))
+                (JobStatus::Cancelled { by: by.clone() }, format!("cancelled: worker {worker} went silent"))
             } else if job.attempt >= job.max_attempts {
                 report.failed.push(id);
                 let reason = format!("worker lost {} times (last: {worker})", job.attempt);
@@ -446,8 +446,11 @@ impl State {
                 job.finished_at = Some(now);
                 job.record(now, format!("cancelled by {actor}"));
             }
-            JobStatus::Running { cancel_requested, .. } => {
-                *cancel_requested = true;
+            JobStatus::Running { cancel_requested_by, .. } => {
+                // The first request is the one recorded; a repeated cancel changes nothing but the timeline.
+                if cancel_requested_by.is_none() {
+                    *cancel_requested_by = Some(actor.clone());
+                }
                 job.record(now, format!("cancel requested by {actor}"));
             }
             other => {

@@ -155,7 +155,7 @@ fn is_cancel_winning_over_success(before: &State, req: &Request, err: &CommandEr
     matches!(err, CommandError::WrongState { .. })
         && before.jobs.get(&lease.job).is_some_and(|job| {
             job.current_lease() == Some(*lease)
-                && matches!(job.status, JobStatus::Running { cancel_requested: true, .. })
+                && matches!(job.status, JobStatus::Running { cancel_requested_by: Some(_), .. })
         })
 }
 
