@@ -1,7 +1,7 @@
 //! Cascade's replicated node.
 //!
-//! openraft 0.9 with a RocksDB log and a snapshotting state machine ([`store`]), Raft RPC over HTTP
-//! ([`network`], [`internal`]), the write and read paths that let any node answer any request ([`node`]),
+//! openraft 0.9 with a RocksDB log and a snapshotting state machine ([`store`]), Raft RPC and the internal
+//! API over a node-to-node [`transport`] ([`network`], [`internal`]), the write and read paths that let any node answer any request ([`node`]),
 //! the leader-only monitor ([`monitor`]), and `/api/v1` ([`api`]).
 
 pub mod api;
@@ -13,6 +13,7 @@ pub mod network;
 pub mod node;
 pub mod server;
 pub mod store;
+pub mod transport;
 pub mod types;
 
 pub use config::NodeConfig;

@@ -1,5 +1,6 @@
-//! Raft RPC between nodes: bincode over HTTP, every request carrying the cluster secret.
+//! Raft RPC between nodes: bincode over a [`Transport`] (HTTP with the cluster secret in production).
 
+use crate::transport::{Endpoint, SharedTransport, TransportError};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -9,33 +10,25 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::sync::Arc;
 
-/// Header that carries the cluster secret on node-to-node calls.
-pub const CLUSTER_SECRET_HEADER: &str = "x-cascade-cluster-secret";
-
-/// Content type of bincode bodies.
-pub const BINCODE: &str = "application/x-bincode";
-
-/// Creates one [`PeerClient`] per target; all share one connection pool.
+/// Creates one [`PeerClient`] per target; all share one transport.
 #[derive(Clone)]
-pub struct HttpNetwork {
-    client: reqwest::Client,
-    secret: Arc<str>,
+pub struct RaftNetworkOver {
+    transport: SharedTransport,
 }
 
-impl HttpNetwork {
-    /// A network that authenticates with `secret`.
-    pub fn new(client: reqwest::Client, secret: &str) -> Self {
-        Self { client, secret: secret.into() }
+impl RaftNetworkOver {
+    /// Raft RPC over `transport`.
+    pub fn new(transport: SharedTransport) -> Self {
+        Self { transport }
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
+impl RaftNetworkFactory<TypeConfig> for RaftNetworkOver {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
-        PeerClient { target, addr: node.addr.clone(), client: self.client.clone(), secret: self.secret.clone() }
+        PeerClient { target, addr: node.addr.clone(), transport: self.transport.clone() }
     }
 }
 
@@ -43,8 +36,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    client: reqwest::Client,
-    secret: Arc<str>,
+    transport: SharedTransport,
 }
 
 /// Why an RPC did not produce the peer's answer (before mapping to openraft's error shapes).
@@ -55,38 +47,19 @@ enum CallError<E> {
 }
 
 impl PeerClient {
-    async fn call<Req, Resp, E>(&self, path: &str, req: &Req, option: &RPCOption) -> Result<Resp, CallError<E>>
+    async fn call<Req, Resp, E>(&self, endpoint: Endpoint, req: &Req, option: &RPCOption) -> Result<Resp, CallError<E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: DeserializeOwned,
     {
         let body = bincode::serialize(req).map_err(|e| CallError::Network(e.to_string()))?;
-        let url = format!("http://{}/raft/{path}", self.addr);
-        let response = self
-            .client
-            .post(&url)
-            .timeout(option.hard_ttl())
-            .header(CLUSTER_SECRET_HEADER, &*self.secret)
-            .header(reqwest::header::CONTENT_TYPE, BINCODE)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    CallError::Unreachable(e.to_string())
-                } else {
-                    CallError::Network(e.to_string())
-                }
-            })?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| CallError::Network(e.to_string()))?;
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&bytes);
-            return Err(CallError::Network(format!("{url} answered {status}: {text}")));
-        }
-        let result: Result<Resp, E> =
-            bincode::deserialize(&bytes).map_err(|e| CallError::Network(format!("bad answer from {url}: {e}")))?;
+        let bytes = self.transport.call(&self.addr, endpoint, body, option.hard_ttl()).await.map_err(|e| match e {
+            TransportError::Unreachable(m) => CallError::Unreachable(m),
+            other => CallError::Network(other.to_string()),
+        })?;
+        let result: Result<Resp, E> = bincode::deserialize(&bytes)
+            .map_err(|e| CallError::Network(format!("bad answer from {}: {e}", self.addr)))?;
         result.map_err(CallError::Remote)
     }
 
@@ -109,7 +82,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call("append", &rpc, &option).await.map_err(|e| self.map_err(e))
+        self.call(Endpoint::Append, &rpc, &option).await.map_err(|e| self.map_err(e))
     }
 
     async fn install_snapshot(
@@ -118,7 +91,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.call("snapshot", &rpc, &option).await.map_err(|e| self.map_err(e))
+        self.call(Endpoint::Snapshot, &rpc, &option).await.map_err(|e| self.map_err(e))
     }
 
     async fn vote(
@@ -126,6 +99,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call("vote", &rpc, &option).await.map_err(|e| self.map_err(e))
+        self.call(Endpoint::Vote, &rpc, &option).await.map_err(|e| self.map_err(e))
     }
 }

@@ -8,8 +8,9 @@
 
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
-use crate::network::{HttpNetwork, BINCODE, CLUSTER_SECRET_HEADER};
+use crate::network::RaftNetworkOver;
 use crate::store::{open_db, LogStore, SharedState, SnapshotStore, StateMachineStore, StateView};
+use crate::transport::{Endpoint, HttpTransport, SharedTransport, TransportError};
 use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
 use cascade_core::{Command, CommandResult, Principal, Request, UnixMillis};
 use openraft::error::{ClientWriteError, RaftError};
@@ -81,7 +82,7 @@ pub struct Node {
     pub state: SharedState,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    http: reqwest::Client,
+    transport: SharedTransport,
 }
 
 fn wall_clock() -> UnixMillis {
@@ -100,25 +101,23 @@ impl Node {
             .map_err(|e| anyhow::anyhow!("cannot open RocksDB in {}: {e}", config.data_dir.display()))?;
         let log_store = LogStore::new(db.clone());
         let sm = StateMachineStore::open(db).await.map_err(|e| anyhow::anyhow!("cannot restore state machine: {e}"))?;
-        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-        let network = HttpNetwork::new(http.clone(), &config.cluster_secret);
-        Self::start_with(config, log_store, sm, network, http).await
+        let transport: SharedTransport = Arc::new(HttpTransport::new(&config.cluster_secret)?);
+        Self::start_with(config, log_store, sm, transport).await
     }
 
-    /// Starts a node on the given storage and Raft network: the seam where the simulation substitutes its
-    /// in-memory stores and simulated network for RocksDB and HTTP.
-    pub async fn start_with<LS, S, N>(
+    /// Starts a node on the given storage and node-to-node transport: the seam where the simulation
+    /// substitutes its in-memory stores and simulated network for RocksDB and HTTP.
+    pub async fn start_with<LS, S>(
         config: NodeConfig,
         log_store: LS,
         sm: StateMachineStore<S>,
-        network: N,
-        http: reqwest::Client,
+        transport: SharedTransport,
     ) -> anyhow::Result<Arc<Node>>
     where
         LS: openraft::storage::RaftLogStorage<TypeConfig>,
         S: SnapshotStore,
-        N: openraft::RaftNetworkFactory<TypeConfig>,
     {
+        let network = RaftNetworkOver::new(transport.clone());
         let state = sm.shared();
         let t = &config.raft;
         let raft_config = openraft::Config {
@@ -134,7 +133,7 @@ impl Node {
         .validate()?;
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, sm).await?;
         let metrics = Metrics::new();
-        Ok(Arc::new(Node { id: config.id, config, raft, state, metrics, http }))
+        Ok(Arc::new(Node { id: config.id, config, raft, state, metrics, transport }))
     }
 
     /// Runs `f` on the applied state. Keep `f` short: it holds the read lock.
@@ -220,7 +219,7 @@ impl Node {
         command: Command,
     ) -> Result<CommandResult, NodeError> {
         let body = bincode::serialize(&(actor, command)).map_err(|e| NodeError::Fatal(e.to_string()))?;
-        let answer: ForwardedWrite = self.internal_call(leader_addr, "write", body).await?;
+        let answer: ForwardedWrite = self.internal_call(leader_addr, Endpoint::Write, body).await?;
         answer
     }
 
@@ -228,40 +227,22 @@ impl Node {
     async fn internal_call<T: serde::de::DeserializeOwned>(
         &self,
         addr: &str,
-        path: &str,
+        endpoint: Endpoint,
         body: Vec<u8>,
     ) -> Result<T, NodeError> {
-        let url = format!("http://{addr}/internal/v1/{path}");
-        let response = self
-            .http
-            .post(&url)
-            .timeout(MAX_WAIT)
-            .header(CLUSTER_SECRET_HEADER, &self.config.cluster_secret)
-            .header(reqwest::header::CONTENT_TYPE, BINCODE)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    NodeError::NoLeader(format!("leader at {addr} unreachable: {e}"))
-                } else {
-                    NodeError::OutcomeUnknown(format!("call to the leader at {addr} failed after sending: {e}"))
-                }
-            })?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| NodeError::OutcomeUnknown(format!("answer from the leader at {addr} was cut: {e}")))?;
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&bytes);
-            return Err(if status.is_client_error() {
+        let bytes = self.transport.call(addr, endpoint, body, MAX_WAIT).await.map_err(|e| match e {
+            TransportError::Unreachable(m) => NodeError::NoLeader(format!("leader unreachable: {m}")),
+            TransportError::Lost(m) => {
+                NodeError::OutcomeUnknown(format!("call to the leader failed after sending: {m}"))
+            }
+            TransportError::Refused { status, text } if (400..500).contains(&status) => {
                 NodeError::Fatal(format!("the leader at {addr} refused the internal call ({status}): {text}"))
-            } else {
+            }
+            TransportError::Refused { status, text } => {
                 NodeError::NoLeader(format!("leader at {addr} answered {status}: {text}"))
-            });
-        }
-        bincode::deserialize(&bytes).map_err(|e| NodeError::Fatal(format!("bad answer from {url}: {e}")))
+            }
+        })?;
+        bincode::deserialize(&bytes).map_err(|e| NodeError::Fatal(format!("bad answer from {addr}: {e}")))
     }
 
     /// Waits until a read at `consistency` may be answered from the local state.
@@ -287,7 +268,7 @@ impl Node {
                 match forward.leader_node {
                     Some(node) if forward.leader_id != Some(self.id) => {
                         let answer: Result<u64, NodeError> =
-                            self.internal_call(&node.addr, "read-index", Vec::new()).await?;
+                            self.internal_call(&node.addr, Endpoint::ReadIndex, Vec::new()).await?;
                         answer
                     }
                     _ => Err(NodeError::NoLeader("no leader to confirm a linearizable read".into())),
@@ -409,7 +390,7 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) ->
 impl Node {
     /// The leader's cluster status (with replication lag), fetched over the internal API.
     pub async fn leader_status(&self, leader_addr: &str) -> Result<cascade_core::api::ClusterStatus, NodeError> {
-        self.internal_call(leader_addr, "cluster", Vec::new()).await
+        self.internal_call(leader_addr, Endpoint::Cluster, Vec::new()).await
     }
 
     /// Adds a member through whichever node leads.
@@ -419,7 +400,7 @@ impl Node {
         }
         let (_, leader) = self.leader().ok_or_else(|| NodeError::NoLeader("no leader to change membership".into()))?;
         let body = bincode::serialize(&(id, info, voter)).map_err(|e| NodeError::Fatal(e.to_string()))?;
-        let answer: Result<(), NodeError> = self.internal_call(&leader.addr, "add-member", body).await?;
+        let answer: Result<(), NodeError> = self.internal_call(&leader.addr, Endpoint::AddMember, body).await?;
         answer
     }
 }

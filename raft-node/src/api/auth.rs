@@ -61,7 +61,7 @@ impl FromRequestParts<AppState> for Caller {
 
 /// Checks the cluster secret header of a node-to-node call.
 pub fn check_cluster_secret(headers: &HeaderMap, secret: &str) -> Result<(), StatusCode> {
-    let presented = headers.get(crate::network::CLUSTER_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+    let presented = headers.get(crate::transport::CLUSTER_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
     if constant_time_eq(presented, secret.as_bytes()) {
         Ok(())
     } else {
