@@ -19,29 +19,23 @@ pub enum ClusterCommand {
     /// Show members, roles, regions, leader and lag.
     Status,
     /// Add a learner (a read replica, typically one per region).
-    AddLearner {
-        /// New node's id.
-        #[arg(long)]
-        id: u64,
-        /// Its host:port.
-        #[arg(long)]
-        addr: String,
-        /// Its region.
-        #[arg(long)]
-        region: Region,
-    },
+    AddLearner(MemberArgs),
     /// Add a voter (added as a learner first, promoted once caught up).
-    AddVoter {
-        /// New node's id.
-        #[arg(long)]
-        id: u64,
-        /// Its host:port.
-        #[arg(long)]
-        addr: String,
-        /// Its region.
-        #[arg(long)]
-        region: Region,
-    },
+    AddVoter(MemberArgs),
+}
+
+/// The new member of `add-learner` and `add-voter`.
+#[derive(clap::Args)]
+pub struct MemberArgs {
+    /// New node's id.
+    #[arg(long)]
+    id: u64,
+    /// Its host:port.
+    #[arg(long)]
+    addr: String,
+    /// Its region.
+    #[arg(long)]
+    region: Region,
 }
 
 /// `cascade build …`
@@ -132,16 +126,17 @@ pub async fn cluster(server: &str, token: &str, output: Output, cmd: ClusterComm
                 out.trim_end().to_string()
             })?;
         }
-        ClusterCommand::AddLearner { id, addr, region } => {
-            let answer = client.add_member(&AddMemberRequest { id, addr, region, voter: false }).await?;
-            print(output, &answer, |_| format!("node {id} added as learner"))?;
-        }
-        ClusterCommand::AddVoter { id, addr, region } => {
-            let answer = client.add_member(&AddMemberRequest { id, addr, region, voter: true }).await?;
-            print(output, &answer, |_| format!("node {id} added as voter"))?;
-        }
+        ClusterCommand::AddLearner(member) => add_member(&client, output, member, false).await?,
+        ClusterCommand::AddVoter(member) => add_member(&client, output, member, true).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn add_member(client: &Client, output: Output, member: MemberArgs, voter: bool) -> anyhow::Result<()> {
+    let MemberArgs { id, addr, region } = member;
+    let answer = client.add_member(&AddMemberRequest { id, addr, region, voter }).await?;
+    let role = if voter { "voter" } else { "learner" };
+    print(output, &answer, |_| format!("node {id} added as {role}"))
 }
 
 fn job_line(job: &Job) -> String {
