@@ -5,6 +5,7 @@
 //! the leader-only monitor ([`monitor`]), and `/api/v1` ([`api`]).
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod internal;
 pub mod metrics;

@@ -4,7 +4,7 @@
 use crate::node::Node;
 use cascade_core::{Command, Principal};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Runs until the node shuts down.
 pub async fn run(node: Arc<Node>) {
@@ -25,7 +25,7 @@ pub async fn run(node: Arc<Node>) {
             continue;
         }
         // Look locally first so an idle cluster does not fill its log with empty scans.
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now = node.clock.now().0;
         let any_stale = node.read(|v| {
             v.state.running.first().is_some_and(|(heartbeat, _)| now.saturating_sub(heartbeat.0) > timeout_ms)
         });

@@ -6,19 +6,20 @@
 //! applied index), "at least index N" by waiting for the local replica, or linearizable by asking the leader
 //! for its read index and waiting until the local replica has applied it.
 
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::network::RaftNetworkOver;
 use crate::store::{open_db, LogStore, SharedState, SnapshotStore, StateMachineStore, StateView};
 use crate::transport::{Endpoint, HttpTransport, SharedTransport, TransportError};
 use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
-use cascade_core::{Command, CommandResult, Principal, Request, UnixMillis};
+use cascade_core::{Command, CommandResult, Principal, Request};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Longest a request waits for a leader, a replica or a long-poll.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -82,12 +83,9 @@ pub struct Node {
     pub state: SharedState,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Stamps commands when this node leads.
+    pub clock: SharedClock,
     transport: SharedTransport,
-}
-
-fn wall_clock() -> UnixMillis {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    UnixMillis(ms)
 }
 
 impl Node {
@@ -102,7 +100,7 @@ impl Node {
         let log_store = LogStore::new(db.clone());
         let sm = StateMachineStore::open(db).await.map_err(|e| anyhow::anyhow!("cannot restore state machine: {e}"))?;
         let transport: SharedTransport = Arc::new(HttpTransport::new(&config.cluster_secret)?);
-        Self::start_with(config, log_store, sm, transport).await
+        Self::start_with(config, log_store, sm, transport, Arc::new(SystemClock)).await
     }
 
     /// Starts a node on the given storage and node-to-node transport: the seam where the simulation
@@ -112,6 +110,7 @@ impl Node {
         log_store: LS,
         sm: StateMachineStore<S>,
         transport: SharedTransport,
+        clock: SharedClock,
     ) -> anyhow::Result<Arc<Node>>
     where
         LS: openraft::storage::RaftLogStorage<TypeConfig>,
@@ -133,7 +132,7 @@ impl Node {
         .validate()?;
         let raft = Raft::new(config.id, Arc::new(raft_config), network, log_store, sm).await?;
         let metrics = Metrics::new();
-        Ok(Arc::new(Node { id: config.id, config, raft, state, metrics, transport }))
+        Ok(Arc::new(Node { id: config.id, config, raft, state, metrics, clock, transport }))
     }
 
     /// Runs `f` on the applied state. Keep `f` short: it holds the read lock.
@@ -183,7 +182,7 @@ impl Node {
         actor: Principal,
         command: Command,
     ) -> Result<Result<CommandResult, NodeError>, NotLeader> {
-        let request = Request { at: wall_clock(), actor, command };
+        let request = Request { at: self.clock.now(), actor, command };
         // A leader cut off from its quorum cannot commit, and openraft waits until it learns it was deposed;
         // bound the wait so the client can retry elsewhere.
         let written = match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(request)).await {
