@@ -125,7 +125,18 @@ async fn three_voters_two_learners_survive_leader_sigkill() {
     let term_before = admin.cluster_status().await.expect("status").term;
     let leader_index = nodes.iter().position(|n| n.spec.id == leader).expect("leader is a node");
     nodes[leader_index].kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Restart the old leader only once the others have elected a new one, so the run really fails over.
+    let others: Vec<String> = specs[..3].iter().filter(|s| s.id != leader).map(|s| s.url()).collect();
+    let failover = Instant::now();
+    'elected: loop {
+        for url in &others {
+            if health(url).await.and_then(|h| h["leader"].as_u64()).is_some_and(|l| l != leader) {
+                break 'elected;
+            }
+        }
+        assert!(failover.elapsed() < Duration::from_secs(30), "no new leader within 30 s of killing node {leader}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     nodes[leader_index].start();
 
     for s in submitters {
