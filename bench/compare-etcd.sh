@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cascade-target}"
 CLIENTS="${CLIENTS:-16}"
 TOTAL="${TOTAL:-20000}"
-cargo build --release -p cascade-cli -p cascade-bench
+cargo build --release --workspace --bins
 "$CARGO_TARGET_DIR/release/raft-writes" --cascade "$CARGO_TARGET_DIR/release/cascade" --clients "$CLIENTS" --total "$TOTAL"
 CLIENTS="$CLIENTS" TOTAL="$TOTAL" bash bench/etcd/run.sh

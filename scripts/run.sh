@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cascade-target}"
-cargo build --release -p cascade-cli
+# The same build as bench/compare-etcd.sh, so the two never rebuild each other's dependencies.
+cargo build --release --workspace --bins
 BIN="$CARGO_TARGET_DIR/release/cascade"
 DATA="${CASCADE_DATA:-$HOME/.local/share/cascade/demo}"
 mkdir -p "$DATA"
