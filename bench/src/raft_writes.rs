@@ -24,6 +24,9 @@ struct Args {
     /// Total commands.
     #[arg(long, default_value_t = 20_000)]
     total: usize,
+    /// Send every command to the leader (no forwarding hop), instead of spreading clients over all nodes.
+    #[arg(long)]
+    leader_only: bool,
     /// First port of the three nodes.
     #[arg(long, default_value_t = 27101)]
     base_port: u16,
@@ -89,7 +92,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Client::new(&urls[..1], TOKEN)?.cluster_init().await?;
-    let client = Arc::new(Client::new(&urls, TOKEN)?);
+    let targets = if args.leader_only { vec![leader_url(&http, &urls).await?] } else { urls.clone() };
+    let client = Arc::new(Client::new(&targets, TOKEN)?);
     // Warm up: elects the leader and opens connections.
     for i in 0..200 {
         client.submit_build(&request(u64::MAX - i)).await?;
@@ -118,15 +122,34 @@ async fn main() -> anyhow::Result<()> {
     let pct =
         |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
     println!(
-        "cascade 3-voter loopback fsync: commands={} clients={} seconds={:.2} commands_per_sec={:.0} p50_ms={:.2} p99_ms={:.2}",
+        "cascade 3-voter loopback fsync: commands={} clients={} target={} seconds={:.2} commands_per_sec={:.0} p50_ms={:.2} p99_ms={:.2}",
         latencies.len(),
         args.clients,
+        if args.leader_only { "leader" } else { "all-nodes" },
         elapsed.as_secs_f64(),
         latencies.len() as f64 / elapsed.as_secs_f64(),
         pct(0.50),
         pct(0.99)
     );
     Ok(())
+}
+
+/// The URL of the node that reports itself leader, waiting up to 30 s for an election.
+async fn leader_url(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<String> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        for url in urls {
+            let health: serde_json::Value = match http.get(format!("{url}/healthz")).send().await {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => continue,
+            };
+            if health["state"] == "Leader" {
+                return Ok(url.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("no leader elected within 30 s")
 }
 
 fn request(n: u64) -> SubmitBuildRequest {
