@@ -92,6 +92,22 @@ async fn cli_grows_a_cluster_and_submits_builds() {
     assert!(ok, "{err}");
     let job: Value = serde_json::from_str(&out).expect("job json");
     let id = job["id"].as_u64().expect("id").to_string();
+    // Read-your-writes on the learner at once: a linearizable read asks the leader for its read index and
+    // waits for the learner to apply it; `min_index` waits for an index the client already saw.
+    let http = reqwest::Client::new();
+    let get = |url: String| http.get(url).bearer_auth(VIEWER).send();
+    let linearizable = get(format!("{}/api/v1/builds/{id}?consistency=linearizable", specs[2].url())).await.unwrap();
+    assert_eq!(linearizable.status(), 200, "a linearizable read on the learner must see the acknowledged build");
+    let on_leader = get(format!("{first}/api/v1/builds/{id}?consistency=linearizable")).await.unwrap();
+    assert_eq!(on_leader.status(), 200);
+    let seen: u64 = on_leader.headers()["x-cascade-applied-index"].to_str().unwrap().parse().unwrap();
+    let at_least = get(format!("{}/api/v1/builds/{id}?min_index={seen}", specs[2].url())).await.unwrap();
+    assert_eq!(at_least.status(), 200);
+    let answered: u64 = at_least.headers()["x-cascade-applied-index"].to_str().unwrap().parse().unwrap();
+    assert!(answered >= seen, "answered at index {answered}, below the requested {seen}");
+    let bogus = get(format!("{first}/api/v1/builds/{id}?consistency=eventual")).await.unwrap();
+    assert_eq!(bogus.status(), 400);
+
     let (ok, _, err) =
         cascade(&first, BUILDER, &["build", "submit", "--repo", "x", "--commit", &commit, "--service", "web"]);
     assert!(!ok && err.contains("repo"), "a bad repo must be refused before sending: {err}");
