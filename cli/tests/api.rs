@@ -101,24 +101,7 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     let (status, body) = raw(post.clone(), &builds, Some(BUILDER), Some("{not json".into())).await;
     assert_eq!(status, 400, "{body}");
 
-    // The server answers 413 without reading the rest of a 10 MB body and closes the connection, so the
-    // client can see a reset instead of the answer while it is still sending; a few tries get the answer.
-    let huge = format!("{{\"repo\": \"{}\"}}", "x".repeat(10 * 1024 * 1024));
-    let mut answered = None;
-    for _attempt in 0..5 {
-        let sent = reqwest::Client::new()
-            .post(&builds)
-            .bearer_auth(BUILDER)
-            .header("content-type", "application/json")
-            .body(huge.clone())
-            .send()
-            .await;
-        if let Ok(response) = sent {
-            answered = Some((response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null)));
-            break;
-        }
-    }
-    let (status, body) = answered.expect("no answer to a 10 MB body in 5 tries");
+    let (status, body) = ten_megabyte_post(node.spec.port).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"], "payload_too_large");
 
@@ -193,4 +176,83 @@ async fn metrics_and_health_are_served() {
     }
     let health = health(&node.spec.url()).await.expect("health");
     assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_long_poll_wakes_on_a_deploy_not_on_other_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = single_node(dir.path(), 300).await;
+    let builder = node.client(BUILDER);
+    let worker = node.client(WORKER);
+    let job = builder.submit_build(&submit_request(11)).await.expect("submit");
+    let claimed = worker.claim(&WorkerId::parse("w").unwrap(), Duration::from_secs(5)).await.unwrap().expect("job");
+    let artifact = Artifact { digest: Digest::parse("cd".repeat(32)).unwrap(), size: 9, manifest_key: "m".into() };
+    worker.succeed(claimed.lease, artifact.clone()).await.expect("succeed");
+
+    let viewer = std::sync::Arc::new(node.client(VIEWER));
+    let first = viewer.desired(None, Duration::ZERO).await.expect("desired");
+    assert_eq!(first.changed_at_index, 0);
+    assert!(first.services.is_empty());
+    let poll = {
+        let viewer = viewer.clone();
+        tokio::spawn(async move { viewer.desired(Some(0), Duration::from_secs(25)).await })
+    };
+    // Other writes are applied meanwhile; the poll must not answer for them.
+    for n in 0..5 {
+        builder.submit_build(&submit_request(100 + n)).await.expect("submit");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "the long poll answered without a deploy");
+
+    let deployed = node.client(DEPLOYER).deploy(&ServiceName::parse("api").unwrap(), job.id).await.expect("deploy");
+    assert_eq!(deployed.generation, 1);
+    let woke = tokio::time::timeout(Duration::from_secs(20), poll).await.expect("poll answered").unwrap().unwrap();
+    assert_eq!(woke.services[&ServiceName::parse("api").unwrap()].generation, 1);
+    assert!(woke.changed_at_index > 0);
+    // Nothing changes after that: a poll from the latest change times out and answers the same versions.
+    let again = viewer.desired(Some(woke.changed_at_index), Duration::from_secs(1)).await.expect("desired");
+    assert_eq!((again.changed_at_index, &again.services), (woke.changed_at_index, &woke.services));
+}
+
+/// POSTs a body declared as 10 MiB over a raw connection and returns the answer's status and JSON body.
+///
+/// The server answers 413 as soon as it has read past its limit and then closes; bytes still unread in its
+/// socket would turn that close into a reset that can destroy the answer before the client reads it. So the
+/// client sends the headers, gives the server a moment to answer on the declared length alone, and otherwise
+/// sends just one byte more than the limit, all of which the server reads before it answers.
+async fn ten_megabyte_post(port: u16) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let head = format!(
+        "POST /api/v1/builds HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {BUILDER}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        10 * 1024 * 1024
+    );
+    stream.write_all(head.as_bytes()).await.expect("send headers");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let early = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buf)).await;
+    match early {
+        Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buf[..n]),
+        _ => {
+            let body = vec![b'x'; cascade_core::api::MAX_BODY_BYTES + 1];
+            stream.write_all(&body).await.expect("send the body up to the limit");
+        }
+    }
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "no complete answer within 10 s");
+    let text = String::from_utf8_lossy(&answer);
+    let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("an HTTP status line");
+    let json = text.split("\r\n\r\n").nth(1).map(|b| b.trim()).unwrap_or_default();
+    // The answer may be chunked: take the JSON object inside.
+    let json = json.find('{').and_then(|a| json.rfind('}').map(|b| &json[a..=b])).unwrap_or("null");
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
 }

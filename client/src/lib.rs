@@ -102,7 +102,7 @@ struct Call<'a> {
 /// When a failed call may be sent again.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
-    /// Reads and idempotent writes: after any transport error or 503.
+    /// Reads and idempotent writes: after any transport error, 503 or 504.
     Always,
     /// Other writes: only when the request provably never reached a node (connection refused) or a node
     /// answered 503 (nothing was proposed); a request lost after sending may have been applied.
@@ -159,6 +159,10 @@ impl Client {
         }
         match request.send().await {
             Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                Attempt::Retry(format!("{server}: {}", error_text(response).await))
+            }
+            // 504: the node forwarded the command but lost track of it; only an idempotent call may resend.
+            Ok(response) if response.status() == StatusCode::GATEWAY_TIMEOUT && *retry == Retry::Always => {
                 Attempt::Retry(format!("{server}: {}", error_text(response).await))
             }
             Ok(response) => Attempt::Done(response),
@@ -350,10 +354,11 @@ impl Client {
         self.get(&format!("/api/v1/deployments/{service}")).await
     }
 
-    /// Every desired version, waiting up to `wait` for the replica to reach `min_index`.
-    pub async fn desired(&self, min_index: Option<u64>, wait: Duration) -> Result<DesiredVersions, ClientError> {
-        let path = match min_index {
-            Some(i) => format!("/api/v1/desired?min_index={i}&wait={}", wait.as_secs()),
+    /// Every desired version; with `after`, waits up to `wait` for a change later than that log index
+    /// (pass the previous answer's `changed_at_index`).
+    pub async fn desired(&self, after: Option<u64>, wait: Duration) -> Result<DesiredVersions, ClientError> {
+        let path = match after {
+            Some(i) => format!("/api/v1/desired?after={i}&wait={}", wait.as_secs()),
             None => "/api/v1/desired".to_string(),
         };
         self.get(&path).await

@@ -158,6 +158,9 @@ pub struct DeploymentStatus {
 pub struct DesiredVersions {
     /// Log index the answering replica had applied.
     pub applied_index: u64,
+    /// Log index of the last change to any desired version (0 if none): pass it as `after` to wait for the
+    /// next change.
+    pub changed_at_index: u64,
     /// Per service.
     pub services: BTreeMap<ServiceName, DesiredVersion>,
 }

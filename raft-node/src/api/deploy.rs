@@ -14,7 +14,7 @@ use cascade_core::api::{DeployRequest, DeploymentStatus, DesiredVersions, Role};
 use cascade_core::{Command, CommandOutput, ServiceName};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `POST /api/v1/deployments`: 201 with the new desired version (generation + 1).
 pub async fn deploy(
@@ -66,6 +66,8 @@ pub async fn show(
 pub struct DesiredParams {
     /// Wait until this replica has applied at least this index…
     pub min_index: Option<u64>,
+    /// …and/or until a desired version changed after this log index (the last answer's `changed_at_index`)…
+    pub after: Option<u64>,
     /// …for at most this many seconds (at most 30), then answer with what it has.
     pub wait: Option<u64>,
 }
@@ -77,13 +79,28 @@ pub async fn desired(
     ApiQuery(q): ApiQuery<DesiredParams>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
+    let deadline = Instant::now() + Duration::from_secs(q.wait.unwrap_or(0)).min(MAX_WAIT);
+    // A timeout is not an error here: the agent gets the current versions and polls again.
     if let Some(index) = q.min_index {
-        let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(MAX_WAIT);
-        // A timeout is not an error here: the agent gets the current versions and polls again.
-        let _ = app.node.wait_applied(index, wait).await;
+        let _ = app.node.wait_applied(index, deadline.saturating_duration_since(Instant::now())).await;
+    }
+    if let Some(after) = q.after {
+        // Bounded by the deadline; each round waits for the applied index to move.
+        for _round in 0..100_000 {
+            let (applied, changed) = app.node.read(|v| (v.applied_index(), v.desired_changed_at));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if changed > after || left.is_zero() {
+                break;
+            }
+            app.node.wait_for_change(applied, left).await;
+        }
     }
     consistent_read(&app.node, &ReadParams::default(), |view| {
-        Ok(DesiredVersions { applied_index: view.applied_index(), services: view.state.desired.clone() })
+        Ok(DesiredVersions {
+            applied_index: view.applied_index(),
+            changed_at_index: view.desired_changed_at,
+            services: view.state.desired.clone(),
+        })
     })
     .await
 }

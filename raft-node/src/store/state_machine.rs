@@ -7,7 +7,7 @@
 
 use super::{blocking, CF_SNAPSHOT};
 use crate::types::{Applied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
-use cascade_core::State;
+use cascade_core::{Command, State};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 use rocksdb::{WriteOptions, DB};
@@ -28,6 +28,9 @@ pub struct StateView {
     pub last_applied: Option<LogId>,
     /// Membership as of `last_applied`.
     pub membership: StoredMembership,
+    /// Log index of the last accepted change to a desired version; long polls of `/api/v1/desired` wait
+    /// on it, so agents wake for deploys, not for every heartbeat.
+    pub desired_changed_at: u64,
 }
 
 impl StateView {
@@ -269,7 +272,13 @@ impl<S: SnapshotStore> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
             view.last_applied = Some(entry.log_id);
             let applied = match entry.payload {
                 EntryPayload::Blank => Applied(None),
-                EntryPayload::Normal(request) => Applied(Some(view.state.apply(&request))),
+                EntryPayload::Normal(request) => {
+                    let result = view.state.apply(&request);
+                    if matches!(request.command, Command::SetDesiredVersion { .. }) && result.is_ok() {
+                        view.desired_changed_at = entry.log_id.index;
+                    }
+                    Applied(Some(result))
+                }
                 EntryPayload::Membership(membership) => {
                     view.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Applied(None)
@@ -309,8 +318,12 @@ impl<S: SnapshotStore> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
         let persisted = self.persisted.clone();
         self.store.offload(move || write_stored(&store, &stored, &persisted, false)).await.map_err(snap_err)?;
         let mut shared = self.shared.write().map_err(sm_err)?;
-        *shared =
-            StateView { state: view.state, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        *shared = StateView {
+            state: view.state,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            desired_changed_at: view.desired_changed_at,
+        };
         Ok(())
     }
 
