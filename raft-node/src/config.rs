@@ -191,3 +191,40 @@ impl NodeConfig {
         self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../examples/node.toml");
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let config: NodeConfig = toml::from_str(EXAMPLE).expect("examples/node.toml parses");
+        config.validate().expect("examples/node.toml validates");
+        assert_eq!(config.peers.len(), 2);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_reason() {
+        let typo = EXAMPLE.replace("cluster_secret", "cluster_secrett");
+        let err = toml::from_str::<NodeConfig>(&typo).unwrap_err().to_string();
+        assert!(err.contains("cluster_secrett"), "{err}");
+
+        let mut config: NodeConfig = toml::from_str(EXAMPLE).unwrap();
+        config.cluster_secret = "short".into();
+        assert!(config.validate().unwrap_err().contains("cluster_secret"));
+
+        let mut config: NodeConfig = toml::from_str(EXAMPLE).unwrap();
+        config.raft.election_timeout_min_ms = config.raft.heartbeat_ms;
+        assert!(config.validate().unwrap_err().contains("heartbeat_ms"));
+
+        let mut config: NodeConfig = toml::from_str(EXAMPLE).unwrap();
+        config.peers[0].id = config.id;
+        assert!(config.validate().unwrap_err().contains("own id"));
+
+        let mut config: NodeConfig = toml::from_str(EXAMPLE).unwrap();
+        config.region = "EU West".into();
+        assert!(config.validate().unwrap_err().contains("region"));
+    }
+}
