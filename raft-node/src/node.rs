@@ -6,12 +6,14 @@
 //! applied index), "at least index N" by waiting for the local replica, or linearizable by asking the leader
 //! for its read index and waiting until the local replica has applied it.
 
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::SharedClock;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::network::RaftNetworkOver;
-use crate::store::{open_db, LogStore, SharedState, SnapshotStore, StateMachineStore, StateView};
-use crate::transport::{Endpoint, HttpTransport, SharedTransport, TransportError};
+#[cfg(feature = "rocksdb")]
+use crate::store::{open_db, LogStore};
+use crate::store::{SharedState, SnapshotStore, StateMachineStore, StateView};
+use crate::transport::{Endpoint, SharedTransport, TransportError};
 use crate::types::{NodeId, NodeInfo, Raft, TypeConfig};
 use cascade_core::{Command, CommandResult, Principal, Request};
 use openraft::error::{ClientWriteError, RaftError};
@@ -89,6 +91,7 @@ pub struct Node {
 }
 
 impl Node {
+    #[cfg(feature = "rocksdb")]
     /// Opens the data dir and starts Raft. The HTTP server is started separately ([`crate::server`]).
     pub async fn start(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
         std::fs::create_dir_all(&config.data_dir)
@@ -99,8 +102,8 @@ impl Node {
             .map_err(|e| anyhow::anyhow!("cannot open RocksDB in {}: {e}", config.data_dir.display()))?;
         let log_store = LogStore::new(db.clone());
         let sm = StateMachineStore::open(db).await.map_err(|e| anyhow::anyhow!("cannot restore state machine: {e}"))?;
-        let transport: SharedTransport = Arc::new(HttpTransport::new(&config.cluster_secret)?);
-        Self::start_with(config, log_store, sm, transport, Arc::new(SystemClock)).await
+        let transport: SharedTransport = Arc::new(crate::transport::HttpTransport::new(&config.cluster_secret)?);
+        Self::start_with(config, log_store, sm, transport, Arc::new(crate::clock::SystemClock)).await
     }
 
     /// Starts a node on the given storage and node-to-node transport: the seam where the simulation

@@ -1,14 +1,27 @@
 //! Starting a node: Raft, the HTTP server (API + Raft RPC on one port), and the leader loops.
 
-use crate::config::NodeConfig;
 use crate::node::Node;
 use std::future::Future;
 use std::sync::Arc;
 
-/// Runs a node until `shutdown` resolves, then stops Raft cleanly.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+/// Runs a node from its config until `shutdown` resolves, then stops Raft cleanly.
+#[cfg(feature = "rocksdb")]
+pub async fn run(
+    config: crate::config::NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listen = config.listen;
     let node = Node::start(config).await?;
+    serve(node, listen, shutdown).await
+}
+
+/// Serves a started node's API and node-to-node endpoints on `listen` and runs its leader loops until
+/// `shutdown` resolves, then stops Raft cleanly.
+pub async fn serve(
+    node: Arc<Node>,
+    listen: std::net::SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let app = crate::api::router(node.clone()).merge(crate::internal::router(node.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -1,15 +1,19 @@
 //! openraft's own storage conformance suite, run against the RocksDB log store and state machine.
 
-use cascade_raft_node::store::{open_db, LogStore, MemLogStore, MemSnapshots, StateMachineStore};
+#[cfg(feature = "rocksdb")]
+use cascade_raft_node::store::{open_db, LogStore, RocksSnapshots};
+use cascade_raft_node::store::{MemLogStore, MemSnapshots, StateMachineStore};
 use cascade_raft_node::types::{StorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageIOError;
 
 /// Builds a fresh store in a temporary directory; the directory lives as long as the store.
+#[cfg(feature = "rocksdb")]
 struct RocksBuilder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RocksBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
+#[cfg(feature = "rocksdb")]
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore<RocksSnapshots>, tempfile::TempDir> for RocksBuilder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore<RocksSnapshots>), StorageError> {
         let io = |e: String| StorageError::from(StorageIOError::write(&std::io::Error::other(e)));
         let dir = tempfile::tempdir().map_err(|e| io(e.to_string()))?;
         let db = open_db(dir.path()).map_err(|e| io(e.to_string()))?;
@@ -18,6 +22,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
     }
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_store_passes_openraft_suite() {
     if let Err(e) = Suite::test_all(RocksBuilder) {

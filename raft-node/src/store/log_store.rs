@@ -1,7 +1,7 @@
 //! The Raft log on RocksDB: entries keyed by big-endian index, plus the vote, the committed id and the
 //! last purged id in a metadata family.
 
-use super::{blocking, CF_LOGS, CF_META};
+use super::rocks::{blocking, CF_LOGS, CF_META};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError, Vote};

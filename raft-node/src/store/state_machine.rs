@@ -1,23 +1,19 @@
 //! The state machine: [`cascade_core::State`] in memory, made durable by snapshots in a [`SnapshotStore`]
-//! (RocksDB in production, memory in the simulation).
+//! (RocksDB in production, `store::rocks`; memory in the simulation, [`MemSnapshots`]).
 //!
 //! Durability comes from the log: after a restart the node loads its last snapshot and openraft re-applies
 //! the committed entries after it (openraft purges the log only up to a snapshot that is already synced).
 //! Readers (the API) share the state through [`SharedState`] and never wait on Raft.
 
-use super::{blocking, CF_SNAPSHOT};
 use crate::types::{Applied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use cascade_core::{Command, State};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
-use rocksdb::{WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-
-const KEY_CURRENT: &[u8] = b"current";
 
 /// The applied state with the position it was applied to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -65,41 +61,6 @@ pub trait SnapshotStore: Clone + Send + Sync + 'static {
         F: FnOnce() -> Result<T, String> + Send + 'static;
 }
 
-/// Snapshots in the node's RocksDB (column family `snapshot`, synced writes).
-#[derive(Clone)]
-pub struct RocksSnapshots {
-    db: Arc<DB>,
-}
-
-impl RocksSnapshots {
-    /// Wraps an open database.
-    pub fn new(db: Arc<DB>) -> Self {
-        Self { db }
-    }
-}
-
-impl SnapshotStore for RocksSnapshots {
-    fn load(&self) -> Result<Option<Vec<u8>>, String> {
-        let cf = self.db.cf_handle(CF_SNAPSHOT).ok_or("missing snapshot column family")?;
-        self.db.get_cf(&cf, KEY_CURRENT).map_err(|e| e.to_string())
-    }
-
-    fn save(&self, bytes: &[u8]) -> Result<(), String> {
-        let cf = self.db.cf_handle(CF_SNAPSHOT).ok_or("missing snapshot column family")?;
-        let mut opts = WriteOptions::default();
-        opts.set_sync(true);
-        self.db.put_cf_opt(&cf, KEY_CURRENT, bytes, &opts).map_err(|e| e.to_string())
-    }
-
-    fn offload<T, F>(&self, work: F) -> impl Future<Output = Result<T, String>> + Send
-    where
-        T: Send + 'static,
-        F: FnOnce() -> Result<T, String> + Send + 'static,
-    {
-        blocking(work)
-    }
-}
-
 /// Snapshots in memory, for the simulation: clone it to keep the "disk" across a simulated restart.
 #[derive(Clone, Default)]
 pub struct MemSnapshots {
@@ -126,7 +87,7 @@ impl SnapshotStore for MemSnapshots {
 }
 
 /// openraft's state machine over the shared state and a snapshot store.
-pub struct StateMachineStore<S: SnapshotStore = RocksSnapshots> {
+pub struct StateMachineStore<S: SnapshotStore> {
     store: S,
     shared: SharedState,
     snapshot_seq: Arc<AtomicU64>,
@@ -167,13 +128,6 @@ fn write_stored<S: SnapshotStore>(
     store.save(&bytes)?;
     *last = stored.meta.last_log_id;
     Ok(())
-}
-
-impl StateMachineStore<RocksSnapshots> {
-    /// Opens the state machine on the node's RocksDB, restoring its last snapshot.
-    pub async fn open(db: Arc<DB>) -> Result<Self, String> {
-        Self::open_with(RocksSnapshots::new(db)).await
-    }
 }
 
 impl<S: SnapshotStore> StateMachineStore<S> {
