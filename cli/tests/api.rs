@@ -256,3 +256,16 @@ async fn ten_megabyte_post(port: u16) -> (u16, Value) {
     let json = json.find('{').and_then(|a| json.rfind('}').map(|b| &json[a..=b])).unwrap_or("null");
     (status, serde_json::from_str(json).unwrap_or(Value::Null))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uninitialized_node_says_how_to_initialize_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = NodeSpec { id: 1, port: free_port(), region: "us".into(), voter: true };
+    let nodes = start_nodes(dir.path(), &[spec], 300);
+    wait_healthy(&nodes[0].spec.url(), Duration::from_secs(30)).await;
+    let good = json!({"repo": "https://git.example.com/a/b.git", "commit": "b".repeat(40), "service": "api"});
+    let url = format!("{}/api/v1/builds", nodes[0].spec.url());
+    let (status, body) = raw(reqwest::Method::POST, &url, Some(BUILDER), Some(good.to_string())).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("cascade cluster init"), "{body}");
+}

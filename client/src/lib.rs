@@ -142,11 +142,6 @@ impl Client {
         self
     }
 
-    /// The server URLs this client uses.
-    pub fn servers(&self) -> &[String] {
-        &self.servers
-    }
-
     async fn send_once(&self, server: &str, call: &Call<'_>) -> Attempt {
         let Call { method, path, body, headers, timeout, retry } = call;
         let mut request =
@@ -293,11 +288,6 @@ impl Client {
     /// One build, from the answering node's replica.
     pub async fn get_build(&self, id: JobId) -> Result<Job, ClientError> {
         self.get(&format!("/api/v1/builds/{id}")).await
-    }
-
-    /// One build, reflecting every write acknowledged before the call.
-    pub async fn get_build_linearizable(&self, id: JobId) -> Result<Job, ClientError> {
-        self.get(&format!("/api/v1/builds/{id}?consistency=linearizable")).await
     }
 
     /// Cancels a queued build, or asks a running one to stop.

@@ -155,10 +155,16 @@ impl Node {
 
     /// The current leader's id and address, if known.
     pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         let leader = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&leader)?.clone();
         Some((leader, node))
+    }
+
+    /// Whether this node has ever seen a membership (from `cluster init` or from a leader).
+    pub fn is_initialized(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().nodes().next().is_some()
     }
 
     /// Whether this node is the leader right now (as far as it knows).
@@ -172,6 +178,7 @@ impl Node {
         let started = std::time::Instant::now();
         let result = match self.write_as_leader(actor.clone(), command.clone()).await {
             Err(NotLeader(Some(leader))) => self.forward_write(&leader, actor, command).await,
+            Err(NotLeader(None)) if !self.is_initialized() => Err(NodeError::NotInitialized),
             Err(NotLeader(None)) => Err(NodeError::NoLeader("no leader elected".into())),
             Ok(result) => result,
         };

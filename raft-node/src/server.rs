@@ -57,6 +57,3 @@ pub async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
 }
-
-/// Keeps `Arc<Node>` in the public API for embedders (tests, the demo).
-pub type NodeHandle = Arc<Node>;
