@@ -15,8 +15,7 @@ pub const APPLIED_INDEX_HEADER: &str = "x-cascade-applied-index";
 /// Request header whose value makes a build submission idempotent (retries return the same build).
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
-/// Longest idempotency key accepted.
-pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+pub use crate::job::MAX_IDEMPOTENCY_KEY_BYTES;
 
 /// Largest request body any endpoint accepts.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -169,6 +169,9 @@ pub enum CommandError {
     /// Counts that cannot be true (parts larger than the total).
     #[error("invalid rollout counts: {0}")]
     InvalidCounts(String),
+    /// A value in the command breaks a domain rule (see [`crate::InvalidValue`]).
+    #[error("{0}")]
+    Invalid(crate::InvalidValue),
 }
 
 impl CommandError {
@@ -178,7 +181,7 @@ impl CommandError {
             Self::UnknownJob(_) | Self::UnknownArtifact(_) => "not_found",
             Self::StaleLease { .. } => "stale_lease",
             Self::WrongState { .. } | Self::NotDeployable { .. } => "wrong_state",
-            Self::ServiceMismatch { .. } | Self::InvalidCounts(_) => "invalid_request",
+            Self::ServiceMismatch { .. } | Self::InvalidCounts(_) | Self::Invalid(_) => "invalid_request",
             Self::UnknownGeneration { .. } => "not_found",
         }
     }

@@ -9,7 +9,7 @@
 //!  Queued ──cancel────────────────────────────────────────────────────► Cancelled
 //! ```
 
-use crate::ids::{CommitSha, Digest, JobId, Principal, RepoUrl, ServiceName, UnixMillis, WorkerId};
+use crate::ids::{CommitSha, Digest, InvalidValue, JobId, Principal, RepoUrl, ServiceName, UnixMillis, WorkerId};
 use serde::{Deserialize, Serialize};
 
 /// Attempts a job gets before a lost worker makes it fail for good.
@@ -42,6 +42,38 @@ pub struct Artifact {
     pub size: u64,
     /// Object-store key of the chunk manifest.
     pub manifest_key: String,
+}
+
+/// Longest object-store key of an artifact's manifest.
+pub const MAX_MANIFEST_KEY_BYTES: usize = 1024;
+
+/// Longest idempotency key a submission may carry.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+
+impl Artifact {
+    /// Checks what a worker reports: the digest is validated by its type; the manifest key must be a
+    /// non-empty, bounded object-store key.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        let key = &self.manifest_key;
+        if key.is_empty() || key.len() > MAX_MANIFEST_KEY_BYTES || key.chars().any(char::is_control) {
+            return Err(InvalidValue::new(
+                "artifact.manifest_key",
+                format!("must be 1 to {MAX_MANIFEST_KEY_BYTES} bytes with no control characters"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a submission's idempotency key: 1 to [`MAX_IDEMPOTENCY_KEY_BYTES`] printable ASCII characters.
+pub fn validate_idempotency_key(key: &str) -> Result<(), InvalidValue> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(InvalidValue::new(
+            "idempotency_key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters without spaces"),
+        ));
+    }
+    Ok(())
 }
 
 /// Where a job is in its lifecycle. Exactly one status per job; the last three are final.

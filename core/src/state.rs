@@ -9,7 +9,7 @@ use crate::command::{
     ClaimedJob, Command, CommandError, CommandOutput, CommandResult, HeartbeatAck, Request, StaleReport,
 };
 use crate::ids::{ClusterName, Digest, JobId, Principal, Region, ServiceName, UnixMillis, WorkerId};
-use crate::job::{bounded_reason, Artifact, Job, JobStatus, Lease, DEFAULT_MAX_ATTEMPTS};
+use crate::job::{bounded_reason, validate_idempotency_key, Artifact, Job, JobStatus, Lease, DEFAULT_MAX_ATTEMPTS};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -204,6 +204,9 @@ impl State {
         let actor = &request.actor;
         let result = match &request.command {
             Command::SubmitBuild { repo, commit, service, idempotency_key } => {
+                if let Some(key) = idempotency_key {
+                    validate_idempotency_key(key).map_err(CommandError::Invalid)?;
+                }
                 if let Some(existing) = idempotency_key.as_ref().and_then(|k| self.submissions.get(k)) {
                     if let Some(job) = self.jobs.get(existing) {
                         let job = job.clone();
@@ -332,6 +335,7 @@ impl State {
     }
 
     fn succeed(&mut self, now: UnixMillis, actor: &Principal, lease: Lease, artifact: &Artifact) -> CommandResult {
+        artifact.validate().map_err(CommandError::Invalid)?;
         let (last, cancel_requested_by) = self.check_lease(lease)?;
         if let Some(by) = cancel_requested_by {
             // The cancel wins: the person who asked for it must not find the build deployable afterwards.
@@ -397,7 +401,7 @@ impl State {
         let stale: Vec<(UnixMillis, JobId)> = self
             .running
             .iter()
-            .take_while(|(heartbeat, _)| now.saturating_since(*heartbeat) > timeout_ms)
+            .take_while(|(heartbeat, _)| is_stale(now, *heartbeat, timeout_ms))
             .take(MAX_STALE_PER_SCAN)
             .copied()
             .collect();
@@ -587,6 +591,12 @@ impl State {
         Ok(())
     }
 
+    /// Whether a `RequeueStale { timeout_ms }` at `now` would find anything to do; lets the leader skip
+    /// proposing an empty scan.
+    pub fn has_stale(&self, now: UnixMillis, timeout_ms: u64) -> bool {
+        self.running.first().is_some_and(|(heartbeat, _)| is_stale(now, *heartbeat, timeout_ms))
+    }
+
     /// Number of jobs in each status, for metrics and the console.
     pub fn status_counts(&self) -> BTreeMap<&'static str, u64> {
         let mut counts = BTreeMap::new();
@@ -595,4 +605,9 @@ impl State {
         }
         counts
     }
+}
+
+/// A running job is stale when its last heartbeat is more than `timeout_ms` before `now`.
+fn is_stale(now: UnixMillis, last_heartbeat: UnixMillis, timeout_ms: u64) -> bool {
+    now.saturating_since(last_heartbeat) > timeout_ms
 }

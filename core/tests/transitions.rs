@@ -1062,3 +1062,47 @@ fn a_request_round_trips_through_bincode() {
     let back: Request = bincode::deserialize(&bincode::serialize(&req).unwrap()).unwrap();
     assert_eq!(back, req);
 }
+
+#[test]
+fn succeed_with_an_invalid_manifest_key_is_refused_and_changes_nothing() {
+    let mut state = State::default();
+    submit(&mut state, 100, "api");
+    let claimed = claim(&mut state, 200, "w1");
+    for bad in [String::new(), "k".repeat(1025), "a\nb".to_string()] {
+        let artifact = Artifact { manifest_key: bad, ..artifact(1) };
+        let req = request(300, "w1", Command::Succeed { lease: claimed.lease, artifact });
+        assert_refused_unchanged(
+            &mut state,
+            req,
+            |e| matches!(e, CommandError::Invalid(v) if v.field == "artifact.manifest_key"),
+        );
+    }
+}
+
+#[test]
+fn submit_with_an_invalid_idempotency_key_is_refused_and_changes_nothing() {
+    let mut state = State::default();
+    for bad in ["", "has space", &"k".repeat(129)] {
+        let mut command = submit_command("api", 1);
+        if let Command::SubmitBuild { idempotency_key, .. } = &mut command {
+            *idempotency_key = Some(bad.to_string());
+        }
+        assert_refused_unchanged(
+            &mut state,
+            request(100, "bob", command),
+            |e| matches!(e, CommandError::Invalid(v) if v.field == "idempotency_key"),
+        );
+    }
+}
+
+#[test]
+fn has_stale_agrees_with_what_the_stale_scan_does() {
+    let mut state = State::default();
+    let id = submit(&mut state, 100, "api");
+    claim(&mut state, 1_000, "w1");
+    assert!(!state.has_stale(ms(1_500), 500), "exactly at the timeout is not stale");
+    assert!(state.has_stale(ms(1_501), 500));
+    let scan = state.apply(&request(1_501, "monitor", Command::RequeueStale { timeout_ms: 500 }));
+    assert_eq!(scan, Ok(CommandOutput::Stale(StaleReport { requeued: vec![id], ..StaleReport::default() })));
+    assert!(!state.has_stale(ms(1_000_000), 500), "nothing is running any more");
+}

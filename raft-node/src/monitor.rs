@@ -25,10 +25,8 @@ pub async fn run(node: Arc<Node>) {
             continue;
         }
         // Look locally first so an idle cluster does not fill its log with empty scans.
-        let now = node.clock.now().0;
-        let any_stale = node.read(|v| {
-            v.state.running.first().is_some_and(|(heartbeat, _)| now.saturating_sub(heartbeat.0) > timeout_ms)
-        });
+        let now = node.clock.now();
+        let any_stale = node.read(|v| v.state.has_stale(now, timeout_ms));
         if !any_stale {
             continue;
         }

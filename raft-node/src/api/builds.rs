@@ -7,7 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cascade_core::api::{BuildList, Role, SubmitBuildRequest, IDEMPOTENCY_KEY_HEADER, MAX_IDEMPOTENCY_KEY_BYTES};
+use cascade_core::api::{BuildList, Role, SubmitBuildRequest, IDEMPOTENCY_KEY_HEADER};
+use cascade_core::job::validate_idempotency_key;
 use cascade_core::{Command, CommandOutput, JobId, ServiceName};
 use serde::Deserialize;
 
@@ -29,11 +30,8 @@ pub async fn submit(
         None => None,
         Some(value) => {
             let key = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-                return Err(ApiError::bad_request(format!(
-                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} characters"
-                )));
-            }
+            // Checked here too (the state machine refuses it anyway) so a bad key costs no log entry.
+            validate_idempotency_key(key)?;
             Some(key.to_string())
         }
     };

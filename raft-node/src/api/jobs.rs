@@ -86,9 +86,8 @@ pub async fn succeed(
     ApiJson(body): ApiJson<SucceedRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Worker)?;
-    if body.artifact.manifest_key.is_empty() || body.artifact.manifest_key.len() > 1024 {
-        return Err(ApiError::bad_request("artifact.manifest_key must be 1 to 1024 characters"));
-    }
+    // Checked here too (the state machine refuses it anyway) so a bad artifact costs no log entry.
+    body.artifact.validate()?;
     let lease = Lease { job: JobId(id), attempt: body.attempt };
     match app.node.write(caller.name, Command::Succeed { lease, artifact: body.artifact }).await?? {
         CommandOutput::Job(job) => Ok(Json(job).into_response()),
