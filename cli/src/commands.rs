@@ -223,20 +223,19 @@ fn exit_for(job: &Job) -> ExitCode {
 pub async fn status(server: &str, token: &str, output: Output) -> anyhow::Result<ExitCode> {
     let client = client(server, token)?;
     let cluster = client.cluster_status().await?;
-    let queued = client.list_builds(None, 1, None, Some("queued")).await?;
-    let running = client.list_builds(None, 500, None, Some("running")).await?;
     let summary = serde_json::json!({
         "leader": cluster.leader,
         "term": cluster.term,
         "members": cluster.members.len(),
-        "builds_total": queued.total,
-        "running": running.builds.len(),
+        "builds_total": cluster.builds_total,
+        "queued": cluster.queued,
+        "running": cluster.running,
         "workers": cluster.workers.len(),
     });
     print(output, &summary, |s| {
         format!(
-            "leader {}  term {}  members {}  builds {}  running {}  workers {}",
-            s["leader"], s["term"], s["members"], s["builds_total"], s["running"], s["workers"]
+            "leader {}  term {}  members {}  builds {}  queued {}  running {}  workers {}",
+            s["leader"], s["term"], s["members"], s["builds_total"], s["queued"], s["running"], s["workers"]
         )
     })?;
     Ok(ExitCode::SUCCESS)

@@ -128,5 +128,6 @@ async fn cli_grows_a_cluster_and_submits_builds() {
     assert!(!ok && err.contains("409"), "cancelling twice must be refused: {err}");
     let (ok, out, err) = cascade(&first, VIEWER, &["status"]);
     assert!(ok, "{err}");
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["builds_total"], 1);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((&status["builds_total"], &status["queued"], &status["running"]), (&1.into(), &0.into(), &0.into()));
 }

@@ -198,6 +198,12 @@ pub struct ClusterStatus {
     pub members: Vec<ClusterMember>,
     /// Workers and when (Unix ms) they were last heard from.
     pub workers: BTreeMap<WorkerId, u64>,
+    /// Builds ever submitted.
+    pub builds_total: u64,
+    /// Builds waiting for a worker.
+    pub queued: u64,
+    /// Builds running now.
+    pub running: u64,
 }
 
 /// `POST /api/v1/cluster/members`: add a learner or a voter.

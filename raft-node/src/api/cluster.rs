@@ -35,7 +35,11 @@ pub fn local_status(node: &Node) -> ClusterStatus {
             }
         })
         .collect();
-    let workers = node.read(|v| v.state.workers.iter().map(|(w, at)| (w.clone(), at.0)).collect());
+    let (workers, builds_total, queued, running) = node.read(|v| {
+        let s = &v.state;
+        let workers = s.workers.iter().map(|(w, at)| (w.clone(), at.0)).collect();
+        (workers, s.jobs.len() as u64, s.queue.len() as u64, s.running.len() as u64)
+    });
     ClusterStatus {
         node_id: node.id,
         leader: metrics.current_leader,
@@ -44,6 +48,9 @@ pub fn local_status(node: &Node) -> ClusterStatus {
         applied_index: metrics.last_applied.map(|l| l.index),
         members,
         workers,
+        builds_total,
+        queued,
+        running,
     }
 }
 
