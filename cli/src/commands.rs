@@ -55,6 +55,9 @@ pub enum BuildCommand {
         /// Wait until the build ends; exit 0 only if it succeeded.
         #[arg(long)]
         follow: bool,
+        /// With --follow: give up waiting after this many seconds (the build itself goes on).
+        #[arg(long, default_value_t = 3600)]
+        follow_timeout: u64,
     },
     /// List builds, newest first.
     List {
@@ -156,14 +159,14 @@ fn job_line(job: &Job) -> String {
 pub async fn build(server: &str, token: &str, output: Output, cmd: BuildCommand) -> anyhow::Result<ExitCode> {
     let client = client(server, token)?;
     match cmd {
-        BuildCommand::Submit { repo, commit, service, follow } => {
+        BuildCommand::Submit { repo, commit, service, follow, follow_timeout } => {
             let job = client.submit_build(&SubmitBuildRequest { repo, commit, service }).await?;
             if !follow {
                 print(output, &job, job_line)?;
                 return Ok(ExitCode::SUCCESS);
             }
             eprintln!("build {} queued; following", job.id);
-            let job = follow_build(&client, job.id).await?;
+            let job = follow_build(&client, job.id, Duration::from_secs(follow_timeout)).await?;
             print(output, &job, job_line)?;
             return Ok(exit_for(&job));
         }
@@ -189,10 +192,15 @@ pub async fn build(server: &str, token: &str, output: Output, cmd: BuildCommand)
     Ok(ExitCode::SUCCESS)
 }
 
-/// Polls a build until it reaches a final status.
-async fn follow_build(client: &Client, id: JobId) -> anyhow::Result<Job> {
+/// Polls a build until it reaches a final status, for at most `limit`.
+async fn follow_build(client: &Client, id: JobId, limit: Duration) -> anyhow::Result<Job> {
+    let started = std::time::Instant::now();
     let mut last = String::new();
     loop {
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "build {id} is still {last} after {limit:?}; it goes on: `cascade build show {id}` to check on it"
+        );
         let job = client.get_build(id).await?;
         if job.status.name() != last {
             last = job.status.name().to_string();
