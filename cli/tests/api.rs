@@ -201,12 +201,12 @@ async fn desired_long_poll_wakes_on_a_deploy_not_on_other_writes() {
     for n in 0..5 {
         builder.submit_build(&submit_request(100 + n)).await.expect("submit");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!poll.is_finished(), "the long poll answered without a deploy");
 
     let deployed = node.client(DEPLOYER).deploy(&ServiceName::parse("api").unwrap(), job.id).await.expect("deploy");
     assert_eq!(deployed.generation, 1);
     let woke = tokio::time::timeout(Duration::from_secs(20), poll).await.expect("poll answered").unwrap().unwrap();
+    // Had any of the submissions woken it, it would have answered before the deploy, with no service.
     assert_eq!(woke.services[&ServiceName::parse("api").unwrap()].generation, 1);
     assert!(woke.changed_at_index > 0);
     // Nothing changes after that: a poll from the latest change times out and answers the same versions.

@@ -360,23 +360,24 @@ impl Node {
     /// Waits until the leader has replicated to `id` all but a few entries of its log.
     async fn wait_caught_up(&self, id: NodeId, within: Duration) -> Result<(), NodeError> {
         const MAX_LAG: u64 = 16;
-        let started = std::time::Instant::now();
-        let mut lag = None;
-        while started.elapsed() < within {
-            let metrics = self.raft.metrics().borrow().clone();
-            let last = metrics.last_log_index.unwrap_or(0);
-            let matched = metrics.replication.as_ref().and_then(|r| r.get(&id).copied()).flatten().map(|l| l.index);
-            lag = matched.map(|m| last.saturating_sub(m));
-            if lag.is_some_and(|lag| lag <= MAX_LAG) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let lag = move |m: &openraft::RaftMetrics<NodeId, NodeInfo>| {
+            let matched = m.replication.as_ref().and_then(|r| r.get(&id).copied()).flatten()?;
+            Some(m.last_log_index.unwrap_or(0).saturating_sub(matched.index))
+        };
+        // openraft wakes the waiter on every metrics change; no polling.
+        let caught_up = self
+            .raft
+            .wait(Some(within))
+            .metrics(move |m| lag(m).is_some_and(|l| l <= MAX_LAG), "learner caught up")
+            .await;
+        match caught_up {
+            Ok(_) => Ok(()),
+            Err(_) => Err(NodeError::Membership(format!(
+                "node {id} has not caught up with the log within {within:?} (lag: {}); is it running and reachable \
+                 at the address given? It stays a learner; retry add-voter once it has caught up",
+                lag(&self.raft.metrics().borrow()).map_or("never replicated".to_string(), |l| l.to_string())
+            ))),
         }
-        Err(NodeError::Membership(format!(
-            "node {id} has not caught up with the log within {within:?} (lag: {}); is it running and reachable at \
-             the address given? It stays a learner; retry add-voter once it has caught up",
-            lag.map_or("never replicated".to_string(), |l| l.to_string())
-        )))
     }
 }
 
