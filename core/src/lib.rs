@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod command;
+pub mod fanout;
 pub mod ids;
 pub mod job;
 pub mod state;
