@@ -69,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
             tokens: vec![TokenConfig { name: "bench".into(), token: TOKEN.into(), role: Role::Admin }],
             raft: RaftTuning::default(),
             monitor: MonitorConfig::default(),
+            stores: None,
+            replication: Default::default(),
         };
         let path = dir.path().join(format!("node{id}.toml"));
         std::fs::write(&path, toml::to_string(&config)?)?;

@@ -11,6 +11,19 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `cascade worker --config FILE`
+pub async fn run_worker(config: &Path) -> anyhow::Result<ExitCode> {
+    let config = cascade_worker::WorkerConfig::load(config)?;
+    let worker = cascade_worker::Worker::new(config)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        cascade_raft_node::server::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    cascade_worker::run(worker, stopped).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `cascade cluster …`
 #[derive(Subcommand)]
 pub enum ClusterCommand {

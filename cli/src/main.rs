@@ -43,6 +43,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a build worker from a TOML config file: claims jobs, builds them, uploads the artifacts.
+    Worker {
+        /// The worker's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Manage cluster membership.
     #[command(subcommand)]
     Cluster(commands::ClusterCommand),
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Node { config } => commands::run_node(&config).await,
+            Command::Worker { config } => commands::run_worker(&config).await,
             Command::Cluster(cmd) => commands::cluster(&cli.server, &cli.token, cli.output, cmd).await,
             Command::Build(cmd) => commands::build(&cli.server, &cli.token, cli.output, cmd).await,
             Command::Status => commands::status(&cli.server, &cli.token, cli.output).await,

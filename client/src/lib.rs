@@ -4,10 +4,12 @@
 //! knows several node addresses: when one is unreachable or has no leader (503), it moves on to the next,
 //! with a bounded backoff, so callers ride through a leader failover without code of their own.
 
+pub mod blobs;
+
 use cascade_core::api::{
-    AddMemberRequest, AuditPage, BuildList, ClaimRequest, ClaimResponse, ClusterStatus, DeployRequest,
-    DeploymentStatus, DesiredVersions, ErrorBody, FailRequest, HeartbeatRequest, SubmitBuildRequest, SucceedRequest,
-    IDEMPOTENCY_KEY_HEADER,
+    AddMemberRequest, AuditPage, BuildDetail, BuildList, BuildLog, ClaimRequest, ClaimResponse, ClusterStatus,
+    DeployRequest, DeploymentStatus, DesiredVersions, ErrorBody, FailRequest, HeartbeatRequest, SubmitBuildRequest,
+    SucceedRequest, IDEMPOTENCY_KEY_HEADER,
 };
 use cascade_core::{Artifact, HeartbeatAck, Job, JobId, Lease, ServiceName, WorkerId};
 use reqwest::{Method, StatusCode};
@@ -288,6 +290,19 @@ impl Client {
     /// One build, from the answering node's replica.
     pub async fn get_build(&self, id: JobId) -> Result<Job, ClientError> {
         self.get(&format!("/api/v1/builds/{id}")).await
+    }
+
+    /// One build with its artifact's replication per region.
+    pub async fn get_build_detail(&self, id: JobId) -> Result<BuildDetail, ClientError> {
+        self.get(&format!("/api/v1/builds/{id}")).await
+    }
+
+    /// The latest attempt's log: complete once it ended, the live tail while it runs.
+    pub async fn build_log(&self, id: JobId, tail: Option<u64>) -> Result<BuildLog, ClientError> {
+        match tail {
+            Some(bytes) => self.get(&format!("/api/v1/builds/{id}/log?tail={bytes}")).await,
+            None => self.get(&format!("/api/v1/builds/{id}/log")).await,
+        }
     }
 
     /// Cancels a queued build, or asks a running one to stop.

@@ -5,7 +5,7 @@
 
 use crate::ids::{ClusterName, CommitSha, JobId, Region, RepoUrl, ServiceName, WorkerId};
 use crate::job::{Artifact, Job, Lease};
-use crate::state::{AuditEntry, ClusterRollout, DesiredVersion};
+use crate::state::{ArtifactRecord, AuditEntry, ClusterRollout, DesiredVersion};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -82,6 +82,31 @@ pub struct BuildList {
     pub next_before: Option<JobId>,
     /// Total number of builds in the state.
     pub total: u64,
+}
+
+/// `GET /api/v1/builds/{id}` answer: the job and, once it succeeded, its artifact's replication per region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildDetail {
+    /// The job.
+    #[serde(flatten)]
+    pub job: Job,
+    /// The artifact's record (digest, size, per-region replication); absent until the build succeeded.
+    pub artifact_record: Option<ArtifactRecord>,
+}
+
+/// `GET /api/v1/builds/{id}/log` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildLog {
+    /// The build.
+    pub job: JobId,
+    /// The attempt whose log this is (the latest one).
+    pub attempt: u32,
+    /// True when this is the complete log of a finished attempt; false for the live tail of a running one.
+    pub complete: bool,
+    /// Offset of `text` in the whole log (non-zero when only the end was asked for).
+    pub offset: u64,
+    /// The log text (lossy UTF-8).
+    pub text: String,
 }
 
 /// `POST /api/v1/jobs/claim`

@@ -9,6 +9,7 @@ pub mod command;
 pub mod fanout;
 pub mod ids;
 pub mod job;
+pub mod manifest;
 pub mod state;
 
 pub use command::{
@@ -18,4 +19,5 @@ pub use ids::{
     ClusterName, CommitSha, Digest, InvalidValue, JobId, Principal, Region, RepoUrl, ServiceName, UnixMillis, WorkerId,
 };
 pub use job::{Artifact, Job, JobStatus, Lease};
+pub use manifest::{Manifest, ManifestBuilder, ManifestError};
 pub use state::State;

@@ -83,6 +83,46 @@ impl Default for MonitorConfig {
     }
 }
 
+/// How artifacts reach the regional stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicationMode {
+    /// The leader copies manifest and chunks from `main` into every regional store, then checks them.
+    #[default]
+    Copy,
+    /// The stores replicate themselves (e.g. S3 cross-region replication); the leader only checks.
+    StoreNative,
+}
+
+/// The leader-only replicator and synchronizer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Copy, or rely on the stores' own replication.
+    pub mode: ReplicationMode,
+    /// How often every artifact in every region is checked again in full, seconds (≤ 60 by the product's
+    /// promise; larger is allowed for huge histories, with a warning).
+    pub sync_interval_secs: u64,
+    /// How often the leader looks for artifacts not yet replicated everywhere, milliseconds.
+    pub poll_interval_ms: u64,
+    /// Chunk requests in flight per copy or check.
+    pub concurrency: usize,
+    /// `hash` reads every chunk back and checks its BLAKE3; `size` only compares object sizes.
+    pub verify: cascade_client::blobs::VerifyMode,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            mode: ReplicationMode::Copy,
+            sync_interval_secs: 60,
+            poll_interval_ms: 1000,
+            concurrency: 8,
+            verify: cascade_client::blobs::VerifyMode::Hash,
+        }
+    }
+}
+
 /// Everything `cascade node --config FILE` reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +154,13 @@ pub struct NodeConfig {
     /// Stale-job monitor.
     #[serde(default)]
     pub monitor: MonitorConfig,
+    /// Blob stores (`main` and one per region). Without them the node neither replicates artifacts nor
+    /// serves build logs; every node of a cluster should name the same stores.
+    #[serde(default)]
+    pub stores: Option<cascade_client::blobs::StoresConfig>,
+    /// Replicator and synchronizer.
+    #[serde(default)]
+    pub replication: ReplicationConfig,
 }
 
 /// Why a config file could not be used.
@@ -159,6 +206,17 @@ impl NodeConfig {
     /// Checks the rules serde cannot express.
     pub fn validate(&self) -> Result<(), String> {
         cascade_core::Region::parse(self.region.clone()).map_err(|e| e.to_string())?;
+        if let Some(stores) = &self.stores {
+            for region in stores.regions.keys() {
+                cascade_core::Region::parse(region.clone()).map_err(|e| format!("stores.regions: {e}"))?;
+            }
+        }
+        if self.replication.sync_interval_secs == 0 || self.replication.poll_interval_ms == 0 {
+            return Err("replication.sync_interval_secs and poll_interval_ms must be positive".into());
+        }
+        if !(1..=256).contains(&self.replication.concurrency) {
+            return Err("replication.concurrency must be between 1 and 256".into());
+        }
         if self.cluster_secret.len() < 16 {
             return Err("cluster_secret must be at least 16 characters".into());
         }

@@ -22,14 +22,24 @@ pub async fn serve(
     listen: std::net::SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = crate::api::router(node.clone()).merge(crate::internal::router(node.clone()));
+    let blobs = match &node.config.stores {
+        Some(stores) => Some(Arc::new(
+            crate::replication::Blobs::open(stores).map_err(|e| anyhow::anyhow!("cannot open the blob stores: {e}"))?,
+        )),
+        None => None,
+    };
+    let app = crate::api::router(node.clone(), blobs.clone()).merge(crate::internal::router(node.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (is another node using this port?)"))?;
     tracing::info!(node = node.id, %listen, "node listening");
     let monitor = tokio::spawn(crate::monitor::run(node.clone()));
+    let replicator = blobs.map(|blobs| tokio::spawn(crate::replication::run(node.clone(), blobs)));
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     monitor.abort();
+    if let Some(replicator) = replicator {
+        replicator.abort();
+    }
     let _ = node.raft.shutdown().await;
     tracing::info!(node = node.id, "node stopped");
     Ok(())

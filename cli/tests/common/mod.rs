@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod builds;
+
 use cascade_client::Client;
 use cascade_core::api::Role;
 use cascade_raft_node::config::{MemberRole, MonitorConfig, NodeConfig, PeerConfig, RaftTuning, TokenConfig};
@@ -86,8 +88,19 @@ impl Drop for NodeProcess {
 
 /// Writes a node config with the standard test tokens and fast Raft timing.
 pub fn write_config(dir: &Path, spec: &NodeSpec, voters: &[NodeSpec], stale_after_secs: u64) -> PathBuf {
+    write_config_with(dir, spec, voters, stale_after_secs, &|_| {})
+}
+
+/// [`write_config`] with a last change to the config (stores, replication, monitor).
+pub fn write_config_with(
+    dir: &Path,
+    spec: &NodeSpec,
+    voters: &[NodeSpec],
+    stale_after_secs: u64,
+    customize: &dyn Fn(&mut NodeConfig),
+) -> PathBuf {
     let token = |name: &str, token: &str, role: Role| TokenConfig { name: name.into(), token: token.into(), role };
-    let config = NodeConfig {
+    let mut config = NodeConfig {
         id: spec.id,
         listen: spec.addr().parse().expect("loopback addr"),
         advertise: None,
@@ -115,7 +128,10 @@ pub fn write_config(dir: &Path, spec: &NodeSpec, voters: &[NodeSpec], stale_afte
             keep_after_snapshot: 50,
         },
         monitor: MonitorConfig { interval_secs: 1, stale_after_secs },
+        stores: None,
+        replication: Default::default(),
     };
+    customize(&mut config);
     config.validate().expect("test config is valid");
     let path = dir.join(format!("node{}.toml", spec.id));
     std::fs::write(&path, toml::to_string(&config).expect("config to toml")).expect("write config");
@@ -124,11 +140,21 @@ pub fn write_config(dir: &Path, spec: &NodeSpec, voters: &[NodeSpec], stale_afte
 
 /// Starts every node of `specs` (not yet initialized).
 pub fn start_nodes(dir: &Path, specs: &[NodeSpec], stale_after_secs: u64) -> Vec<NodeProcess> {
+    start_nodes_with(dir, specs, stale_after_secs, &|_| {})
+}
+
+/// [`start_nodes`] with a last change to every node's config.
+pub fn start_nodes_with(
+    dir: &Path,
+    specs: &[NodeSpec],
+    stale_after_secs: u64,
+    customize: &dyn Fn(&mut NodeConfig),
+) -> Vec<NodeProcess> {
     let voters: Vec<NodeSpec> = specs.iter().filter(|s| s.voter).cloned().collect();
     specs
         .iter()
         .map(|spec| {
-            let config = write_config(dir, spec, &voters, stale_after_secs);
+            let config = write_config_with(dir, spec, &voters, stale_after_secs, customize);
             let mut process =
                 NodeProcess { spec: spec.clone(), config, child: None, log: dir.join(format!("node{}.log", spec.id)) };
             process.start();
@@ -176,8 +202,13 @@ pub async fn wait_leader(urls: &[String], within: Duration) -> u64 {
 
 /// Starts a one-voter cluster in region `us` and initializes it.
 pub async fn single_node(dir: &Path, stale_after_secs: u64) -> NodeProcess {
+    single_node_with(dir, stale_after_secs, &|_| {}).await
+}
+
+/// [`single_node`] with a last change to its config.
+pub async fn single_node_with(dir: &Path, stale_after_secs: u64, customize: &dyn Fn(&mut NodeConfig)) -> NodeProcess {
     let spec = NodeSpec { id: 1, port: free_port(), region: "us".into(), voter: true };
-    let mut nodes = start_nodes(dir, &[spec], stale_after_secs);
+    let mut nodes = start_nodes_with(dir, &[spec], stale_after_secs, customize);
     let node = nodes.remove(0);
     wait_healthy(&node.spec.url(), Duration::from_secs(30)).await;
     node.client(ADMIN).cluster_init().await.expect("cluster init");

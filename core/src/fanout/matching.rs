@@ -9,8 +9,9 @@
 use super::scheduler::{Scheduler, Slot, FREE};
 use super::{ChunkId, HostId, Transfer};
 
-/// Receivers re-examined at random per poll, beyond the ones events touched.
-const SWEEP: usize = 2;
+/// Receivers re-examined at random by a poll that had no event to process (a periodic tick): events
+/// already retry the hosts they touch, and sweeping on every event costs more than it finds.
+const SWEEP: usize = 4;
 
 impl Scheduler {
     /// Decides new transfers and appends them to `out`; returns how many. Call it after feeding events
@@ -25,7 +26,7 @@ impl Scheduler {
             self.hosts[h as usize].dirty = false;
             self.serve(h, out, false);
         }
-        for _ in 0..SWEEP {
+        for _ in 0..if pending == 0 { SWEEP } else { 0 } {
             let Some(v) = self.receivers.pick(&mut self.rng) else { break };
             self.match_receiver(v, out, false);
         }

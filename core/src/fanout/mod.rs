@@ -117,13 +117,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for `chunks` chunks: 4 upload and 4 download slots, seed with 4, 8 samples.
+    /// Defaults for `chunks` chunks: 2 upload and 2 download slots, seed with 2, 8 samples. The fleet
+    /// model chose 2 (docs/FANOUT.md): 1 slot lets one dead sender idle a receiver's whole link until
+    /// the death is noticed, 4 slots make every hop 4 chunk-times long.
     pub fn new(chunks: u32) -> Self {
         Config {
             chunks,
-            upload_slots: 4,
-            download_slots: 4,
-            seed_upload_slots: 4,
+            upload_slots: 2,
+            download_slots: 2,
+            seed_upload_slots: 2,
             max_stalls: 3,
             max_bad_chunks: 1,
             samples: 8,

@@ -7,9 +7,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cascade_core::api::{BuildList, Role, SubmitBuildRequest, IDEMPOTENCY_KEY_HEADER};
+use cascade_core::api::{BuildDetail, BuildList, BuildLog, Role, SubmitBuildRequest, IDEMPOTENCY_KEY_HEADER};
 use cascade_core::job::validate_idempotency_key;
 use cascade_core::{Command, CommandOutput, JobId, ServiceName};
+use cascade_core::{JobStatus, Manifest};
+use object_store::path::Path as ObjectKey;
+use object_store::ObjectStoreExt;
 use serde::Deserialize;
 
 /// Most jobs one list request looks at.
@@ -116,9 +119,85 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer)?;
     consistent_read(&app.node, &params, |view| {
-        view.state.jobs.get(&JobId(id)).cloned().ok_or_else(|| ApiError::not_found(format!("no build with id {id}")))
+        let job = view
+            .state
+            .jobs
+            .get(&JobId(id))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no build with id {id}")))?;
+        let artifact_record = match &job.status {
+            JobStatus::Succeeded { artifact } => view.state.artifacts.get(&artifact.digest).cloned(),
+            _ => None,
+        };
+        Ok(BuildDetail { job, artifact_record })
     })
     .await
+}
+
+/// Longest log text one request returns: the end of the log, like `tail -c`.
+pub const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// `GET /api/v1/builds/{id}/log` query.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogParams {
+    /// Return at most this many bytes from the end (default and maximum [`MAX_LOG_BYTES`]).
+    pub tail: Option<u64>,
+}
+
+/// `GET /api/v1/builds/{id}/log`: the latest attempt's log, read from the `main` store: the complete log once
+/// the attempt ended, the live tail (refreshed with every heartbeat) while it runs.
+pub async fn log(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<u64>,
+    ApiQuery(params): ApiQuery<LogParams>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Some(blobs) = app.blobs.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_store",
+            "this node has no [stores] configured, so it cannot read build logs; ask a node that has",
+        ));
+    };
+    let job = app.node.read(|view| view.state.jobs.get(&JobId(id)).cloned());
+    let job = job.ok_or_else(|| ApiError::not_found(format!("no build with id {id}")))?;
+    if job.attempt == 0 {
+        return Err(ApiError::not_found(format!("build {id} has not started yet, so it has no log")));
+    }
+    let max = params.tail.unwrap_or(MAX_LOG_BYTES).min(MAX_LOG_BYTES);
+    let running = matches!(job.status, JobStatus::Running { .. });
+    let complete_key = ObjectKey::from(Manifest::build_log_key(job.id, job.attempt));
+    let tail_key = ObjectKey::from(Manifest::build_log_tail_key(job.id, job.attempt));
+    let candidates = if running { vec![(tail_key, false)] } else { vec![(complete_key, true), (tail_key, false)] };
+    for (key, complete) in candidates {
+        let size = match blobs.main.head(&key).await {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(store_error(&key, e)),
+        };
+        let offset = size.saturating_sub(max);
+        let bytes = if size == 0 {
+            Default::default()
+        } else {
+            blobs.main.get_range(&key, offset..size).await.map_err(|e| store_error(&key, e))?
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        return Ok(Json(BuildLog { job: job.id, attempt: job.attempt, complete, offset, text }).into_response());
+    }
+    Err(ApiError::not_found(format!(
+        "no log for build {id} attempt {} yet: the worker publishes it with its first heartbeat",
+        job.attempt
+    )))
+}
+
+fn store_error(key: &ObjectKey, error: object_store::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "store_unavailable",
+        format!("cannot read {key} from the main store: {error}"),
+    )
 }
 
 /// `POST /api/v1/builds/{id}/cancel`

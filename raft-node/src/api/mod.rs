@@ -31,13 +31,16 @@ use std::sync::Arc;
 pub struct AppState {
     /// The node.
     pub node: Arc<Node>,
+    /// The blob stores, when configured (build logs are read from `main`).
+    pub blobs: Option<Arc<crate::replication::Blobs>>,
 }
 
 /// The `/api/v1` router (with `/healthz` and `/metrics`).
-pub fn router(node: Arc<Node>) -> Router {
+pub fn router(node: Arc<Node>, blobs: Option<Arc<crate::replication::Blobs>>) -> Router {
     Router::new()
         .route("/api/v1/builds", post(builds::submit).get(builds::list))
         .route("/api/v1/builds/{id}", get(builds::show))
+        .route("/api/v1/builds/{id}/log", get(builds::log))
         .route("/api/v1/builds/{id}/cancel", post(builds::cancel))
         .route("/api/v1/jobs/claim", post(jobs::claim))
         .route("/api/v1/jobs/{id}/heartbeat", post(jobs::heartbeat))
@@ -54,7 +57,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(cluster::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(AppState { node })
+        .with_state(AppState { node, blobs })
 }
 
 /// Read-consistency query parameters shared by the read endpoints.

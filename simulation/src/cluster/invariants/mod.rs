@@ -1,0 +1,200 @@
+//! The safety invariants, checked after every simulation step. One module per invariant, each named for
+//! what it protects.
+//!
+//! The [`Checker`] rebuilds the *committed sequence* independently of any one node: it reads each next
+//! entry from the log of a replica that has already applied it (applied implies committed), applies it to
+//! its own `cascade_core::State` (the shadow) and checks the entry-level invariants around that apply. Each
+//! live replica is then held to the shadow: same entry at its applied index, same state there.
+
+pub mod acknowledged_build_never_lost;
+pub mod desired_generation_grows;
+pub mod log_matching;
+pub mod no_stale_lease_result;
+pub mod one_leader_per_term;
+pub mod single_running_attempt;
+pub mod terminal_states_final;
+
+use super::world::World;
+use cascade_core::State;
+use cascade_raft_node::types::{Entry, LogId};
+use openraft::{EntryPayload, ServerState};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+/// A broken invariant: which one, and what was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant's module name.
+    pub invariant: &'static str,
+    /// What happened.
+    pub detail: String,
+}
+
+impl Violation {
+    /// A violation of `invariant`.
+    pub fn new(invariant: &'static str, detail: impl Into<String>) -> Self {
+        Self { invariant, detail: detail.into() }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invariant {} violated: {}", self.invariant, self.detail)
+    }
+}
+
+/// A digest of a state, to compare replicas without keeping every state.
+pub fn digest(state: &State) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    match bincode::serialize(state) {
+        Ok(bytes) => bytes.hash(&mut hasher),
+        Err(e) => e.to_string().hash(&mut hasher),
+    }
+    hasher.finish()
+}
+
+/// What was last seen of one replica.
+#[derive(Default, Clone, PartialEq, Eq)]
+struct Seen {
+    applied: Option<LogId>,
+    role: Option<ServerState>,
+    term: u64,
+}
+
+/// Counts for the run's summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CheckStats {
+    /// Committed entries applied to the shadow and checked.
+    pub entries: u64,
+    /// Replica states compared with the shadow.
+    pub comparisons: u64,
+    /// Times the shadow had to adopt a replica's state because no log held the next entry any more.
+    pub resyncs: u64,
+}
+
+/// Checks every invariant as the run goes.
+#[derive(Default)]
+pub struct Checker {
+    shadow: State,
+    shadow_index: u64,
+    history: log_matching::History,
+    seen: BTreeMap<String, Seen>,
+    attempts: single_running_attempt::Tracker,
+    terminal: terminal_states_final::Tracker,
+    desired: desired_generation_grows::Tracker,
+    leaders: one_leader_per_term::Tracker,
+    stats: CheckStats,
+}
+
+/// Most committed entries fed to the shadow in one step, so one check is bounded however far replicas ran.
+const MAX_FEED_PER_STEP: usize = 100_000;
+
+impl Checker {
+    /// A checker that has seen nothing yet.
+    pub fn new() -> Self {
+        let mut checker = Self::default();
+        checker.history.record(0, None, digest(&checker.shadow));
+        checker
+    }
+
+    /// The committed state as far as it has been checked.
+    pub fn shadow(&self) -> &State {
+        &self.shadow
+    }
+
+    /// Index of the last committed entry checked.
+    pub fn shadow_index(&self) -> u64 {
+        self.shadow_index
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> CheckStats {
+        self.stats
+    }
+
+    /// Looks at every live replica after a step: records role changes in the trace and checks everything.
+    pub fn observe(&mut self, world: &mut World, now: std::time::Duration) -> Result<(), Violation> {
+        let mut events = Vec::new();
+        let mut replicas = Vec::new();
+        for slot in &world.nodes {
+            let Some(node) = &slot.node else {
+                continue;
+            };
+            let (role, term, leader_id) = {
+                let m = node.raft.metrics();
+                let m = m.borrow();
+                (m.state, m.current_term, m.current_leader)
+            };
+            let applied = node.read(|v| v.last_applied);
+            let seen = self.seen.entry(slot.name.clone()).or_default();
+            if seen.role != Some(role) || seen.term != term {
+                events.push((slot.name.clone(), format!("{role:?} in term {term} (leader {leader_id:?})")));
+            }
+            if role == ServerState::Leader {
+                self.leaders.check(term, slot.id)?;
+            }
+            let changed = seen.applied != applied || seen.role.is_none();
+            *seen = Seen { applied, role: Some(role), term };
+            replicas.push((slot.name.clone(), node.clone(), slot.disk.clone(), applied, changed));
+        }
+        for (host, event) in events {
+            world.trace.push(now, &host, event);
+        }
+        // Feed the shadow up to the furthest replica, entry by entry, from any log that still holds it.
+        let target = replicas.iter().map(|r| r.3.map_or(0, |l| l.index)).max().unwrap_or(0);
+        for _ in 0..MAX_FEED_PER_STEP {
+            if self.shadow_index >= target {
+                break;
+            }
+            let next = self.shadow_index + 1;
+            let entry = replicas.iter().filter(|r| r.3.is_some_and(|l| l.index >= next)).find_map(|r| r.2.entry(next));
+            match entry {
+                Some(entry) => self.apply(entry)?,
+                None => {
+                    // Purged behind a snapshot everywhere: adopt the least advanced replica that is past it.
+                    let Some((name, node, _, applied, _)) = replicas
+                        .iter()
+                        .filter(|r| r.3.is_some_and(|l| l.index >= next))
+                        .min_by_key(|r| r.3.map_or(0, |l| l.index))
+                    else {
+                        break;
+                    };
+                    self.shadow = node.read(|v| v.state.clone());
+                    self.shadow_index = applied.map_or(0, |l| l.index);
+                    self.history.record(self.shadow_index, *applied, digest(&self.shadow));
+                    self.stats.resyncs += 1;
+                    world.trace.push(now, "sim", format!("shadow adopted {name}'s state at {}", self.shadow_index));
+                }
+            }
+        }
+        for (name, node, _, applied, changed) in &replicas {
+            if !changed {
+                continue;
+            }
+            let replica_digest = node.read(|v| digest(&v.state));
+            if self.history.check(name, *applied, replica_digest)? {
+                self.stats.comparisons += 1;
+            }
+        }
+        acknowledged_build_never_lost::check(&self.shadow, &world.acked_submits, false)?;
+        self.desired.check_acked(&world.acked_deploys)?;
+        Ok(())
+    }
+
+    fn apply(&mut self, entry: Entry) -> Result<(), Violation> {
+        let index = entry.log_id.index;
+        if let EntryPayload::Normal(request) = &entry.payload {
+            let stale = no_stale_lease_result::stale_reason(&self.shadow, request);
+            let result = self.shadow.apply(request);
+            no_stale_lease_result::check(stale, request, &result, index)?;
+            self.attempts.check(&self.shadow, request, &result, index)?;
+            self.terminal.check(&self.shadow, index)?;
+            self.desired.check(&self.shadow, index)?;
+        }
+        self.shadow_index = index;
+        self.history.record(index, Some(entry.log_id), digest(&self.shadow));
+        self.stats.entries += 1;
+        Ok(())
+    }
+}

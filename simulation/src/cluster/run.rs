@@ -1,0 +1,333 @@
+//! The driver of one seeded run: builds the turmoil world, steps it, injects the scenario's faults on
+//! time, checks the invariants after every step, heals everything when the fault window closes, and then
+//! (liveness mode) waits a bounded time for the cluster to converge.
+
+use super::actors;
+use super::host;
+use super::invariants::{acknowledged_build_never_lost, Checker, Violation};
+use super::scenario::{Fault, Scenario, VOTERS};
+use super::world::{NodeSlot, Shared, WorkerSlot, World};
+use super::{Failure, Options, Outcome};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Simulated time per step: every host runs this long, then the invariants are checked.
+pub const TICK: Duration = Duration::from_millis(2);
+
+/// Normal link latency.
+const MIN_LATENCY: Duration = Duration::from_millis(1);
+const MAX_LATENCY: Duration = Duration::from_millis(8);
+
+/// A scheduled change of the world.
+#[derive(Debug, Clone)]
+enum Action {
+    Start(usize),
+    End(usize),
+    Heal,
+}
+
+/// Runs seed `seed` to the end (or the first violation).
+pub fn run_seed(seed: u64, options: &Options) -> Outcome {
+    cascade_raft_node::runtime::seed_thread_rng(seed);
+    let scenario = Scenario::generate(seed, options.faults);
+    let shared: Shared = Rc::new(RefCell::new(World::default()));
+    let host_names = register(&shared, &scenario);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .tick_duration(TICK)
+        .simulation_duration(Duration::from_secs(24 * 3600))
+        .min_message_latency(MIN_LATENCY)
+        .max_message_latency(MAX_LATENCY)
+        .repair_rate(0.2)
+        .build();
+    for index in 0..shared.borrow().nodes.len() {
+        let name = shared.borrow().nodes[index].name.clone();
+        let shared = shared.clone();
+        sim.host(name, move || host::run_node(shared.clone(), index));
+    }
+    for index in 0..scenario.workers {
+        let shared = shared.clone();
+        sim.host(format!("w{}", index + 1), move || actors::run_worker(shared.clone(), index, seed));
+    }
+    {
+        let shared = shared.clone();
+        let builds = scenario.builds;
+        sim.host("c1", move || actors::run_client(shared.clone(), seed, builds));
+    }
+    let mut timeline: BTreeMap<u64, Vec<Action>> = BTreeMap::new();
+    for (i, planned) in scenario.faults.iter().enumerate() {
+        timeline.entry(planned.at_ms).or_default().push(Action::Start(i));
+        if let Some(for_ms) = duration_of(&planned.fault) {
+            let end = (planned.at_ms + for_ms).min(scenario.fault_window_ms);
+            timeline.entry(end).or_default().push(Action::End(i));
+        }
+    }
+    timeline.entry(scenario.fault_window_ms).or_default().push(Action::Heal);
+    shared.borrow_mut().trace.push(Duration::ZERO, "sim", scenario.to_string());
+
+    let mut checker = Checker::new();
+    let mut down: BTreeMap<String, bool> = BTreeMap::new();
+    let heal_at = Duration::from_millis(scenario.fault_window_ms);
+    let deadline = heal_at + options.liveness_bound;
+    let mut steps = 0u64;
+    let mut converged_at = None;
+    let failure = loop {
+        let now = sim.elapsed();
+        let now_ms = now.as_millis() as u64;
+        let due: Vec<u64> = timeline.range(..=now_ms).map(|(at, _)| *at).collect();
+        for at in due {
+            for action in timeline.remove(&at).unwrap_or_default() {
+                act(&mut sim, &shared, &scenario, &host_names, &mut down, action, now);
+            }
+        }
+        if let Err(e) = sim.step() {
+            break Some(Failure { invariant: "host_software_ran".into(), detail: format!("a host failed: {e}") });
+        }
+        steps += 1;
+        let now = sim.elapsed();
+        if let Err(v) = checker.observe(&mut shared.borrow_mut(), now) {
+            break Some(violation(v));
+        }
+        if now >= heal_at && steps % 50 == 0 {
+            if !options.liveness {
+                break None;
+            }
+            match converged(&shared.borrow(), &checker) {
+                Ok(true) => {
+                    converged_at = Some(now);
+                    break None;
+                }
+                Ok(false) => {}
+                Err(v) => break Some(violation(v)),
+            }
+            if now >= deadline {
+                let why = not_converged(&shared.borrow());
+                break Some(Failure {
+                    invariant: "liveness".into(),
+                    detail: format!("not converged {:?} after the faults stopped: {why}", options.liveness_bound),
+                });
+            }
+        }
+    };
+    let sim_time = sim.elapsed();
+    let mut world = shared.borrow_mut();
+    let summary = format!(
+        "end: {} steps, shadow at index {} (digest {:016x}), {} builds, {:?}, converged at {:?}",
+        steps,
+        checker.shadow_index(),
+        super::invariants::digest(checker.shadow()),
+        checker.shadow().jobs.len(),
+        checker.stats(),
+        converged_at
+    );
+    world.trace.push(sim_time, "sim", summary);
+    let trace = world.trace.take();
+    // Drop the hosts (and the nodes' tasks) before the world they point into.
+    for slot in &mut world.nodes {
+        slot.node = None;
+    }
+    drop(world);
+    drop(sim);
+    Outcome { seed, scenario: scenario.to_string(), failure, trace, sim_time, steps, stats: checker.stats() }
+}
+
+fn violation(v: Violation) -> Failure {
+    Failure { invariant: v.invariant.to_string(), detail: v.detail }
+}
+
+/// Fills the world with the scenario's hosts; returns every host name (for partitions).
+fn register(shared: &Shared, scenario: &Scenario) -> Vec<String> {
+    let mut world = shared.borrow_mut();
+    for index in 0..VOTERS + scenario.learners {
+        let voter = index < VOTERS;
+        world.nodes.push(NodeSlot {
+            name: scenario.node_name(index),
+            id: if voter { index as u64 + 1 } else { 10 + index as u64 },
+            voter,
+            disk: Default::default(),
+            snapshots: Default::default(),
+            clock: Default::default(),
+            node: None,
+            incarnation: 0,
+        });
+    }
+    for index in 0..scenario.workers {
+        world.workers.push(WorkerSlot { name: format!("w{}", index + 1), incarnation: 0, stall: None });
+    }
+    let mut names: Vec<String> = world.nodes.iter().map(|n| n.name.clone()).collect();
+    names.extend(world.workers.iter().map(|w| w.name.clone()));
+    names.push("c1".into());
+    names
+}
+
+fn duration_of(fault: &Fault) -> Option<u64> {
+    match fault {
+        Fault::Crash { for_ms, .. }
+        | Fault::Partition { for_ms, .. }
+        | Fault::OneWay { for_ms, .. }
+        | Fault::Loss { for_ms, .. }
+        | Fault::Delay { for_ms, .. }
+        | Fault::SlowDisk { for_ms, .. }
+        | Fault::WorkerCrash { for_ms, .. } => Some(*for_ms),
+        Fault::Skew { .. } | Fault::WorkerStall { .. } => None,
+    }
+}
+
+fn crash(sim: &mut turmoil::Sim<'_>, shared: &Shared, down: &mut BTreeMap<String, bool>, host: &str) -> bool {
+    if down.get(host).copied().unwrap_or(false) {
+        return false;
+    }
+    sim.crash(host.to_string());
+    down.insert(host.to_string(), true);
+    let mut world = shared.borrow_mut();
+    if let Some(slot) = world.nodes.iter_mut().find(|n| n.name == host) {
+        slot.node = None;
+        let lost = slot.disk.crash();
+        let at = sim.elapsed();
+        world.trace.push(at, host, format!("crashes ({lost} unsynced writes lost)"));
+    } else {
+        let at = sim.elapsed();
+        world.trace.push(at, host, "crashes");
+    }
+    true
+}
+
+fn restart(sim: &mut turmoil::Sim<'_>, shared: &Shared, down: &mut BTreeMap<String, bool>, host: &str) {
+    if down.insert(host.to_string(), false).unwrap_or(false) {
+        let at = sim.elapsed();
+        shared.borrow_mut().trace.push(at, host, "restarts");
+        sim.bounce(host.to_string());
+    }
+}
+
+fn act(
+    sim: &mut turmoil::Sim<'_>,
+    shared: &Shared,
+    scenario: &Scenario,
+    hosts: &[String],
+    down: &mut BTreeMap<String, bool>,
+    action: Action,
+    now: Duration,
+) {
+    let note = |text: String| shared.borrow_mut().trace.push(now, "sim", text);
+    match action {
+        Action::Start(i) => {
+            let fault = scenario.faults[i].fault.clone();
+            note(format!("fault starts: {fault:?}"));
+            match fault {
+                Fault::Crash { node, .. } => {
+                    crash(sim, shared, down, &scenario.node_name(node));
+                }
+                Fault::Partition { side, .. } => {
+                    for a in &side {
+                        for b in hosts.iter().filter(|h| !side.contains(h)) {
+                            sim.partition(a.as_str(), b.as_str());
+                        }
+                    }
+                }
+                Fault::OneWay { from, to, .. } => sim.partition_oneway(from.as_str(), to.as_str()),
+                Fault::Loss { permille, .. } => sim.set_fail_rate(f64::from(permille) / 1000.0),
+                Fault::Delay { max_ms, .. } => sim.set_max_message_latency(Duration::from_millis(max_ms)),
+                Fault::Skew { node, ms } => shared.borrow().nodes[node].clock.set_skew_ms(ms),
+                Fault::SlowDisk { node, ms, .. } => {
+                    shared.borrow().nodes[node].disk.set_sync_delay(Duration::from_millis(ms))
+                }
+                Fault::WorkerCrash { worker, .. } => {
+                    crash(sim, shared, down, &format!("w{}", worker + 1));
+                }
+                Fault::WorkerStall { worker, for_ms } => {
+                    shared.borrow_mut().workers[worker].stall = Some(Duration::from_millis(for_ms));
+                }
+            }
+        }
+        Action::End(i) => {
+            let fault = scenario.faults[i].fault.clone();
+            note(format!("fault ends: {fault:?}"));
+            match fault {
+                Fault::Crash { node, .. } => restart(sim, shared, down, &scenario.node_name(node)),
+                Fault::Partition { side, .. } => {
+                    for a in &side {
+                        for b in hosts.iter().filter(|h| !side.contains(h)) {
+                            sim.repair(a.as_str(), b.as_str());
+                        }
+                    }
+                }
+                Fault::OneWay { from, to, .. } => sim.repair_oneway(from.as_str(), to.as_str()),
+                Fault::Loss { .. } => sim.set_fail_rate(0.0),
+                Fault::Delay { .. } => sim.set_max_message_latency(MAX_LATENCY),
+                Fault::SlowDisk { node, .. } => shared.borrow().nodes[node].disk.set_sync_delay(Duration::ZERO),
+                Fault::WorkerCrash { worker, .. } => restart(sim, shared, down, &format!("w{}", worker + 1)),
+                Fault::Skew { .. } | Fault::WorkerStall { .. } => {}
+            }
+        }
+        Action::Heal => {
+            note("faults stop: network, disks and clocks healed, crashed hosts restarted".into());
+            for (i, a) in hosts.iter().enumerate() {
+                for b in &hosts[i + 1..] {
+                    sim.repair(a.as_str(), b.as_str());
+                }
+            }
+            sim.set_fail_rate(0.0);
+            sim.set_max_message_latency(MAX_LATENCY);
+            for slot in &shared.borrow().nodes {
+                slot.clock.set_skew_ms(0);
+                slot.disk.set_sync_delay(Duration::ZERO);
+            }
+            for host in hosts {
+                restart(sim, shared, down, host);
+            }
+        }
+    }
+}
+
+/// Whether the healed cluster has converged: a leader, every build terminal, every acknowledged build
+/// present, and every replica (voters and learners) applied as far as the leader. Violations of the final
+/// checks are errors.
+fn converged(world: &World, checker: &Checker) -> Result<bool, Violation> {
+    if !world.client_done {
+        return Ok(false);
+    }
+    let Some(leader) = world.nodes.iter().filter_map(|n| n.node.as_ref()).find(|n| n.is_leader()) else {
+        return Ok(false);
+    };
+    let leader_applied = leader.applied_index();
+    let all_terminal = leader.read(|v| v.state.jobs.values().all(|j| j.status.is_terminal()));
+    if !all_terminal {
+        return Ok(false);
+    }
+    for slot in &world.nodes {
+        match &slot.node {
+            Some(node) if node.applied_index() >= leader_applied => {}
+            _ => return Ok(false),
+        }
+    }
+    if checker.shadow_index() < leader_applied {
+        return Ok(false);
+    }
+    acknowledged_build_never_lost::check(checker.shadow(), &world.acked_submits, true)?;
+    Ok(true)
+}
+
+/// Why the cluster has not converged, for the failure report.
+fn not_converged(world: &World) -> String {
+    let mut parts = vec![format!("client done: {}", world.client_done)];
+    for slot in &world.nodes {
+        match &slot.node {
+            None => parts.push(format!("{} down", slot.name)),
+            Some(node) => {
+                let (role, unfinished) = (
+                    node.raft.metrics().borrow().state,
+                    node.read(|v| v.state.jobs.values().filter(|j| !j.status.is_terminal()).count()),
+                );
+                parts.push(format!(
+                    "{} {role:?} applied {} with {unfinished} unfinished builds",
+                    slot.name,
+                    node.applied_index()
+                ));
+            }
+        }
+    }
+    parts.join("; ")
+}

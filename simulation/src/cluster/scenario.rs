@@ -1,0 +1,145 @@
+//! What one seed decides before the run starts: the cluster's shape, the workload and the faults.
+//!
+//! Drawing the whole plan up front from its own generator keeps a seed's faults the same however the
+//! run's inner randomness (elections, message latencies) unfolds, which makes a failing seed easy to read:
+//! the plan is printed at the top of the trace.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::fmt;
+
+/// Voters in every run (the home region's three).
+pub const VOTERS: usize = 3;
+
+/// Faults happen in `[FAULTS_FROM_MS, fault_window_ms)`; afterwards the network heals and liveness is checked.
+pub const FAULTS_FROM_MS: u64 = 2_000;
+
+/// One injected fault, with how long it lasts where that applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// A Raft host loses power; it restarts after `for_ms` with only what its disk had synced.
+    Crash { node: usize, for_ms: u64 },
+    /// The hosts in `side` cannot talk to any other host, both ways.
+    Partition { side: Vec<String>, for_ms: u64 },
+    /// Messages from `from` to `to` are dropped; the other direction works.
+    OneWay { from: String, to: String, for_ms: u64 },
+    /// Links fail at random with this rate (per message, in thousandths) and repair themselves.
+    Loss { permille: u32, for_ms: u64 },
+    /// Message latency up to `max_ms`.
+    Delay { max_ms: u64, for_ms: u64 },
+    /// A Raft host's wall clock runs `ms` ahead (or behind) until the faults end.
+    Skew { node: usize, ms: i64 },
+    /// Every sync on a Raft host's disk takes `ms`.
+    SlowDisk { node: usize, ms: u64, for_ms: u64 },
+    /// A worker host dies mid-build and comes back (with no memory of its lease) after `for_ms`.
+    WorkerCrash { worker: usize, for_ms: u64 },
+    /// A worker goes silent for `for_ms` mid-build, then carries on with the lease it held.
+    WorkerStall { worker: usize, for_ms: u64 },
+}
+
+/// A fault and when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// Simulated milliseconds from the start.
+    pub at_ms: u64,
+    /// What happens.
+    pub fault: Fault,
+}
+
+/// Everything a seed fixes in advance.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The seed.
+    pub seed: u64,
+    /// Learners (one per region outside home).
+    pub learners: usize,
+    /// Build workers.
+    pub workers: usize,
+    /// Builds the client submits.
+    pub builds: usize,
+    /// When the faults stop and the network heals.
+    pub fault_window_ms: u64,
+    /// The faults, by start time.
+    pub faults: Vec<Planned>,
+}
+
+impl Scenario {
+    /// Draws a scenario from `seed`. `faults` false gives the same workload on a healthy network.
+    pub fn generate(seed: u64, faults: bool) -> Scenario {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5ce4_a710);
+        let learners = rng.gen_range(1..=2);
+        let workers = rng.gen_range(2..=3);
+        let builds = rng.gen_range(4..=9);
+        let fault_window_ms = 24_000;
+        let mut plan = Vec::new();
+        if faults {
+            let nodes = VOTERS + learners;
+            let count = rng.gen_range(3..=8);
+            for _ in 0..count {
+                let at_ms = rng.gen_range(FAULTS_FROM_MS..fault_window_ms - 2_000);
+                let for_ms = rng.gen_range(500..6_000);
+                let fault = match rng.gen_range(0..100) {
+                    0..=17 => Fault::Crash { node: rng.gen_range(0..nodes), for_ms },
+                    18..=29 => {
+                        let mut side = vec![node_name(rng.gen_range(0..nodes))];
+                        if rng.gen_bool(0.3) {
+                            side.push(format!("w{}", rng.gen_range(1..=workers)));
+                        }
+                        Fault::Partition { side, for_ms }
+                    }
+                    30..=39 => {
+                        let from = rng.gen_range(0..nodes);
+                        let to = (from + rng.gen_range(1..nodes)) % nodes;
+                        Fault::OneWay { from: node_name(from), to: node_name(to), for_ms }
+                    }
+                    40..=47 => Fault::Loss { permille: rng.gen_range(5..60), for_ms },
+                    48..=55 => Fault::Delay { max_ms: rng.gen_range(20..400), for_ms },
+                    56..=63 => Fault::Skew { node: rng.gen_range(0..nodes), ms: rng.gen_range(-20_000..20_000) },
+                    64..=71 => Fault::SlowDisk { node: rng.gen_range(0..nodes), ms: rng.gen_range(5..300), for_ms },
+                    72..=83 => Fault::WorkerCrash { worker: rng.gen_range(0..workers), for_ms },
+                    _ => Fault::WorkerStall { worker: rng.gen_range(0..workers), for_ms: rng.gen_range(4_000..9_000) },
+                };
+                plan.push(Planned { at_ms, fault });
+            }
+            // Every faulty run has a worker that comes back after its lease was given away: the one fault
+            // that needs the rest of the cluster healthy to happen at all.
+            if !plan.iter().any(|p| matches!(p.fault, Fault::WorkerStall { .. })) && rng.gen_bool(0.7) {
+                let at_ms = rng.gen_range(FAULTS_FROM_MS..fault_window_ms / 2);
+                plan.push(Planned {
+                    at_ms,
+                    fault: Fault::WorkerStall {
+                        worker: rng.gen_range(0..workers),
+                        for_ms: rng.gen_range(5_000..9_000),
+                    },
+                });
+            }
+            plan.sort_by_key(|p| p.at_ms);
+        }
+        Scenario { seed, learners, workers, builds, fault_window_ms, faults: plan }
+    }
+
+    /// Host name of Raft member `index` (voters first, then learners).
+    pub fn node_name(&self, index: usize) -> String {
+        node_name(index)
+    }
+}
+
+fn node_name(index: usize) -> String {
+    if index < VOTERS {
+        format!("n{}", index + 1)
+    } else {
+        format!("l{}", index - VOTERS + 1)
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seed {}: {} voters, {} learners, {} workers, {} builds, faults until {} ms: ",
+            self.seed, VOTERS, self.learners, self.workers, self.builds, self.fault_window_ms
+        )?;
+        let faults: Vec<String> = self.faults.iter().map(|p| format!("{}ms {:?}", p.at_ms, p.fault)).collect();
+        write!(f, "[{}]", faults.join(", "))
+    }
+}
