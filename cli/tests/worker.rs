@@ -231,3 +231,43 @@ async fn a_killed_workers_job_is_requeued_and_its_old_lease_refused() {
     let err = worker.succeed(stale, artifact).await.expect_err("old lease must be refused");
     assert_eq!(err.status().map(|s| s.as_u16()), Some(409), "{err}");
 }
+
+/// A large artifact (2 GiB unless `CASCADE_BIG_ARTIFACT_MIB` says otherwise) streams through the worker with
+/// bounded memory and reaches three regional stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_artifact_uploads_in_bounded_memory_and_replicates() {
+    let mib: u64 = std::env::var("CASCADE_BIG_ARTIFACT_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new(dir.path());
+    let command = format!("mkdir -p out && head -c {} /dev/urandom > out/big.bin", mib * 1024 * 1024);
+    let commit = repo.commit("big", &[("cascade.toml", &recipe(&command, "out/big.bin", Some(600)))]);
+    let stores = local_stores(dir.path(), &REGIONS);
+    let node = single_node_with(dir.path(), 300, &|config| {
+        config.stores = Some(stores.clone());
+        config.replication.poll_interval_ms = 200;
+        config.replication.sync_interval_secs = 60;
+    })
+    .await;
+    let servers = vec![node.spec.addr()];
+    let worker = WorkerProcess::start_with_chunks(
+        dir.path(),
+        "big",
+        &servers,
+        &stores.main,
+        1000,
+        cascade_core::manifest::DEFAULT_CHUNK_SIZE,
+    );
+    let builder = node.client(BUILDER);
+    let id = builder.submit_build(&request(&repo.url(), &commit)).await.expect("submit").id;
+    let job = wait_terminal(&builder, id, Duration::from_secs(900)).await;
+    let JobStatus::Succeeded { artifact } = &job.status else { panic!("big build: {:?}", job.status) };
+    assert_eq!(artifact.size, mib * 1024 * 1024);
+    let peak = worker.peak_rss();
+    println!("worker peak RSS for a {mib} MiB artifact: {:.1} MiB", peak as f64 / (1024.0 * 1024.0));
+    assert!(peak < 256 * 1024 * 1024, "worker peak RSS {peak} bytes is over 256 MiB");
+    wait_detail(&builder, id, Duration::from_secs(900), "replicated", replicated_everywhere).await;
+    for region in REGIONS {
+        let (digest, size) = artifact_in_local_store(&dir.path().join(format!("stores/{region}")), &artifact.digest);
+        assert_eq!((digest, size), (artifact.digest.clone(), artifact.size), "{region}");
+    }
+}

@@ -83,6 +83,18 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn start(dir: &Path, name: &str, servers: &[String], store: &StoreConfig, heartbeat_ms: u64) -> Self {
+        Self::start_with_chunks(dir, name, servers, store, heartbeat_ms, 1024 * 1024)
+    }
+
+    /// [`Self::start`] with a chunk size.
+    pub fn start_with_chunks(
+        dir: &Path,
+        name: &str,
+        servers: &[String],
+        store: &StoreConfig,
+        heartbeat_ms: u64,
+        chunk_size: u64,
+    ) -> Self {
         let work_dir = dir.join(format!("{name}-work"));
         #[derive(serde::Serialize)]
         struct Section<'a> {
@@ -90,7 +102,7 @@ impl WorkerProcess {
         }
         let store = toml::to_string(&Section { store }).unwrap();
         let config = format!(
-            "id = \"{name}\"\nservers = {servers:?}\ntoken = \"{}\"\nwork_dir = {:?}\nheartbeat_interval_ms = {heartbeat_ms}\nclaim_wait_secs = 2\nchunk_size = 1048576\n\n{store}",
+            "id = \"{name}\"\nservers = {servers:?}\ntoken = \"{}\"\nwork_dir = {:?}\nheartbeat_interval_ms = {heartbeat_ms}\nclaim_wait_secs = 2\nchunk_size = {chunk_size}\n\n{store}",
             super::WORKER,
             work_dir.display().to_string(),
         );
