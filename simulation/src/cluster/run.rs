@@ -16,6 +16,9 @@ use std::time::Duration;
 /// Simulated time per step: every host runs this long, then the invariants are checked.
 pub const TICK: Duration = Duration::from_millis(2);
 
+/// How often the healed cluster is checked for convergence (it reads every replica).
+const CONVERGENCE_CHECK_EVERY: Duration = Duration::from_millis(100);
+
 /// Normal link latency.
 const MIN_LATENCY: Duration = Duration::from_millis(1);
 const MAX_LATENCY: Duration = Duration::from_millis(8);
@@ -73,6 +76,7 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
     let deadline = heal_at + options.liveness_bound;
     let mut steps = 0u64;
     let mut converged_at = None;
+    let mut next_check = heal_at;
     let failure = loop {
         let now = sim.elapsed();
         let now_ms = now.as_millis() as u64;
@@ -90,7 +94,8 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
         if let Err(v) = checker.observe(&mut shared.borrow_mut(), now) {
             break Some(violation(v));
         }
-        if now >= heal_at && steps % 50 == 0 {
+        if now >= heal_at && now >= next_check {
+            next_check = now + CONVERGENCE_CHECK_EVERY;
             if !options.liveness {
                 break None;
             }
