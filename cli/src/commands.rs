@@ -89,6 +89,14 @@ pub enum BuildCommand {
         /// Build id.
         id: u64,
     },
+    /// Print a build's log: the complete log once its latest attempt ended, the live tail while it runs.
+    Log {
+        /// Build id.
+        id: u64,
+        /// Only the last this many bytes.
+        #[arg(long)]
+        tail: Option<u64>,
+    },
     /// Cancel a queued or running build.
     Cancel {
         /// Build id.
@@ -188,14 +196,32 @@ pub async fn build(server: &str, token: &str, output: Output, cmd: BuildCommand)
             print(output, &list, |l| l.builds.iter().map(job_line).collect::<Vec<_>>().join("\n"))?;
         }
         BuildCommand::Show { id } => {
-            let job = client.get_build(JobId(id)).await?;
-            print(output, &job, |j| {
-                let mut out = job_line(j);
-                for event in &j.timeline {
+            let detail = client.get_build_detail(JobId(id)).await?;
+            print(output, &detail, |d| {
+                let mut out = job_line(&d.job);
+                for event in &d.job.timeline {
                     out.push_str(&format!("\n    {}  {}", event.at.0, event.what));
+                }
+                if let Some(record) = &d.artifact_record {
+                    out.push_str(&format!("\n  artifact {} ({} bytes)", record.artifact.digest, record.artifact.size));
+                    for (region, status) in &record.replication {
+                        out.push_str(&format!("\n    {region}: {}", serde_json::to_string(status).unwrap_or_default()));
+                    }
                 }
                 out
             })?;
+        }
+        BuildCommand::Log { id, tail } => {
+            let log = client.build_log(JobId(id), tail).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&log)?),
+                Output::Human => {
+                    print!("{}", log.text);
+                    if !log.complete {
+                        eprintln!("(build {id} attempt {} is still running: this is the live tail)", log.attempt);
+                    }
+                }
+            }
         }
         BuildCommand::Cancel { id } => {
             let job = client.cancel_build(JobId(id)).await?;

@@ -106,8 +106,22 @@ async fn workers_build_exact_commits_fail_clearly_and_replicate_artifacts() {
     let unknown = common::sha(0xdead_beef);
 
     let stores = local_stores(dir.path(), &REGIONS);
+    // One more region whose store (S3 on a port where nothing listens) is down.
+    let mut with_down_region = stores.clone();
+    let dead_port = common::free_port();
+    with_down_region.regions.insert(
+        "down".into(),
+        cascade_client::blobs::StoreConfig::S3 {
+            bucket: "cascade-down".into(),
+            endpoint: Some(format!("http://127.0.0.1:{dead_port}")),
+            region: "us-east-1".into(),
+            access_key_id: Some("k".into()),
+            secret_access_key: Some("s".into()),
+            allow_http: true,
+        },
+    );
     let node = single_node_with(dir.path(), 300, &|config| {
-        config.stores = Some(stores.clone());
+        config.stores = Some(with_down_region.clone());
         config.replication.poll_interval_ms = 200;
         config.replication.sync_interval_secs = 1;
     })
@@ -138,6 +152,12 @@ async fn workers_build_exact_commits_fail_clearly_and_replicate_artifacts() {
         let (digest, size) = artifact_in_local_store(&dir.path().join(format!("stores/{region}")), &artifact.digest);
         assert_eq!(digest, artifact.digest, "bytes in the {region} store hash to the reported digest");
         assert_eq!(size, artifact.size);
+    }
+    // The region whose store is down shows the error and stays pending; the others are unaffected.
+    let down = cascade_core::Region::parse("down").unwrap();
+    match detail.artifact_record.as_ref().unwrap().replication.get(&down) {
+        Some(ReplicationStatus::Error { reason }) => assert!(reason.contains("store of down"), "{reason}"),
+        other => panic!("region with a dead store: {other:?}"),
     }
     let viewer = node.client(VIEWER);
     let log = viewer.build_log(ids[0], None).await.expect("log of the good build");

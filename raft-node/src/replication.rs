@@ -41,13 +41,23 @@ impl Blobs {
 }
 
 /// Runs until the task is aborted. Does nothing while this node is not the leader.
+///
+/// One loop per region, so a slow or unreachable regional store delays only its own region.
 pub async fn run(node: Arc<Node>, blobs: Arc<Blobs>) {
-    let config = node.config.replication.clone();
+    let config = &node.config.replication;
     if config.sync_interval_secs > 60 {
         tracing::warn!(secs = config.sync_interval_secs, "synchronizer runs less often than once a minute");
     }
+    let loops = blobs.regions.keys().map(|region| region_loop(node.clone(), blobs.clone(), region.clone()));
+    futures::future::join_all(loops).await;
+}
+
+/// The replicator and synchronizer of one region.
+async fn region_loop(node: Arc<Node>, blobs: Arc<Blobs>, region: Region) {
+    let config = node.config.replication.clone();
     let sync_interval = Duration::from_secs(config.sync_interval_secs);
     let actor = Principal::parse("replicator").expect("a valid principal");
+    let Some(store) = blobs.regions.get(&region).cloned() else { return };
     let mut ticker = tokio::time::interval(Duration::from_millis(config.poll_interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_full_pass: Option<Instant> = None;
@@ -58,14 +68,11 @@ pub async fn run(node: Arc<Node>, blobs: Arc<Blobs>) {
             continue;
         }
         let full = last_full_pass.is_none_or(|at| at.elapsed() >= sync_interval);
-        let regions: Vec<Region> = blobs.regions.keys().cloned().collect();
         let work: Vec<ArtifactRecord> = node.read(|view| {
             view.state
                 .artifacts
                 .values()
-                .filter(|record| {
-                    full || regions.iter().any(|r| record.replication.get(r) != Some(&ReplicationStatus::Replicated))
-                })
+                .filter(|record| full || record.replication.get(&region) != Some(&ReplicationStatus::Replicated))
                 .take(MAX_ARTIFACTS_PER_PASS)
                 .cloned()
                 .collect()
@@ -74,21 +81,8 @@ pub async fn run(node: Arc<Node>, blobs: Arc<Blobs>) {
             last_full_pass = Some(Instant::now());
         }
         for record in work {
-            let jobs = blobs
-                .regions
-                .iter()
-                .filter(|(region, _)| full || record.replication.get(*region) != Some(&ReplicationStatus::Replicated));
-            let results = futures::future::join_all(jobs.map(|(region, store)| {
-                let (node, blobs, record, actor) = (&node, &blobs, &record, &actor);
-                async move {
-                    let status = sync_region(node, blobs, store, region, record, actor).await;
-                    (region, status)
-                }
-            }))
-            .await;
-            for (region, status) in results {
-                record_status(&node, &actor, &record, region, status).await;
-            }
+            let status = sync_region(&node, &blobs, &store, &region, &record, &actor).await;
+            record_status(&node, &actor, &record, &region, status).await;
         }
     }
 }

@@ -120,3 +120,25 @@ impl WorkerConfig {
         self.git_credentials.iter().filter(|c| url.starts_with(&c.url_prefix)).max_by_key(|c| c.url_prefix.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let config: WorkerConfig = toml::from_str(include_str!("../../examples/worker.toml")).expect("parses");
+        config.validate().expect("validates");
+        assert_eq!(config.chunk_size, cascade_core::manifest::DEFAULT_CHUNK_SIZE);
+        assert!(!format!("{config:?}").contains("change-me-worker-token"), "Debug must not print the token");
+    }
+
+    #[test]
+    fn credentials_match_the_longest_prefix() {
+        let mut config: WorkerConfig = toml::from_str(include_str!("../../examples/worker.toml")).unwrap();
+        let credential = |prefix: &str| GitCredential { url_prefix: prefix.into(), username: prefix.into(), password: "p".into() };
+        config.git_credentials = vec![credential("https://git.example.com/"), credential("https://git.example.com/team/")];
+        assert_eq!(config.credential_for("https://git.example.com/team/app.git").unwrap().username, "https://git.example.com/team/");
+        assert!(config.credential_for("https://other.example.com/x.git").is_none());
+    }
+}
