@@ -37,7 +37,11 @@ impl Api {
     /// The command's result, or `None` when this node could not give one (the caller retries or not).
     async fn write(&mut self, actor: &Principal, command: Command) -> Option<CommandResult> {
         let node = self.nodes.get(self.next % self.nodes.len().max(1))?.clone();
-        match net::write(&node, actor.clone(), command, CALL_TIMEOUT).await {
+        let answer = match command {
+            Command::Claim { worker } => net::claim(&node, actor.clone(), worker, CALL_TIMEOUT).await,
+            command => net::write(&node, actor.clone(), command, CALL_TIMEOUT).await,
+        };
+        match answer {
             Ok(Ok(result)) => Some(result),
             Ok(Err(_)) | Err(_) => {
                 self.next += 1;

@@ -88,6 +88,11 @@ impl SimDisk {
         lost
     }
 
+    /// Whether a write is waiting for its sync (a crash now would lose it).
+    pub fn has_unsynced(&self) -> bool {
+        !self.lock().unsynced.is_empty()
+    }
+
     /// How long every sync takes from now on (the slow-disk fault).
     pub fn set_sync_delay(&self, delay: Duration) {
         self.lock().sync_delay = delay;

@@ -21,8 +21,8 @@ pub fn raft_tuning() -> RaftTuning {
         election_timeout_min_ms: 500,
         election_timeout_max_ms: 1000,
         // Small, so runs exercise snapshots, log purging and snapshot installation on lagging learners.
-        snapshot_every: 64,
-        keep_after_snapshot: 16,
+        snapshot_every: 24,
+        keep_after_snapshot: 4,
     }
 }
 

@@ -5,7 +5,7 @@
 //! node, which runs it through `Node::write` (forwarding to the leader like the HTTP API does). Partitions,
 //! loss and delay are turmoil's: a dropped segment shows up as a call that times out.
 
-use cascade_core::{Command, CommandResult, Principal};
+use cascade_core::{Command, CommandOutput, CommandResult, Principal, WorkerId};
 use cascade_raft_node::internal;
 use cascade_raft_node::node::{Node, NodeError};
 use cascade_raft_node::transport::{Endpoint, Transport, TransportError};
@@ -41,6 +41,14 @@ pub enum WireRequest {
         actor: Principal,
         /// What to do.
         command: Command,
+    },
+    /// A worker's claim, as `POST /api/v1/jobs/claim` runs it: proposed only when this replica's queue
+    /// has a job, so idle workers do not fill the log with empty claims.
+    Claim {
+        /// Who issues it.
+        actor: Principal,
+        /// The worker to hand a job to.
+        worker: WorkerId,
     },
 }
 
@@ -101,6 +109,17 @@ pub async fn write(
     bincode::deserialize(&bytes).map_err(|e| TransportError::Lost(format!("{addr}: bad answer: {e}")))
 }
 
+/// A worker's claim through the node at `addr` (see [`WireRequest::Claim`]).
+pub async fn claim(
+    addr: &str,
+    actor: Principal,
+    worker: WorkerId,
+    timeout: Duration,
+) -> Result<Result<CommandResult, NodeError>, TransportError> {
+    let bytes = call(addr, &WireRequest::Claim { actor, worker }, timeout).await?;
+    bincode::deserialize(&bytes).map_err(|e| TransportError::Lost(format!("{addr}: bad answer: {e}")))
+}
+
 /// The node-to-node [`Transport`] over turmoil TCP.
 pub struct SimTransport;
 
@@ -142,6 +161,14 @@ async fn answer(node: Arc<Node>, mut stream: TcpStream) {
         },
         Ok(WireRequest::Write { actor, command }) => {
             let result = node.write(actor, command).await;
+            bincode::serialize(&result).map_err(|e| (500, e.to_string()))
+        }
+        Ok(WireRequest::Claim { actor, worker }) => {
+            let result = if node.read(|v| v.state.queue.is_empty()) {
+                Ok(Ok(CommandOutput::Claimed(None)))
+            } else {
+                node.write(actor, Command::Claim { worker }).await
+            };
             bincode::serialize(&result).map_err(|e| (500, e.to_string()))
         }
     };

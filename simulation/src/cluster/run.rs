@@ -71,7 +71,7 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
     shared.borrow_mut().trace.push(Duration::ZERO, "sim", scenario.to_string());
 
     let mut checker = Checker::new();
-    let mut down: BTreeMap<String, bool> = BTreeMap::new();
+    let mut faults = Faults::default();
     let heal_at = Duration::from_millis(scenario.fault_window_ms);
     let deadline = heal_at + options.liveness_bound;
     let mut steps = 0u64;
@@ -83,9 +83,10 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
         let due: Vec<u64> = timeline.range(..=now_ms).map(|(at, _)| *at).collect();
         for at in due {
             for action in timeline.remove(&at).unwrap_or_default() {
-                act(&mut sim, &shared, &scenario, &host_names, &mut down, action, now);
+                act(&mut sim, &shared, &scenario, &host_names, &mut faults, action, now);
             }
         }
+        fire_armed_crashes(&mut sim, &shared, &mut faults, now);
         if let Err(e) = sim.step() {
             break Some(Failure { invariant: "host_software_ran".into(), detail: format!("a host failed: {e}") });
         }
@@ -147,11 +148,13 @@ fn register(shared: &Shared, scenario: &Scenario) -> Vec<String> {
     let mut world = shared.borrow_mut();
     for index in 0..VOTERS + scenario.learners {
         let voter = index < VOTERS;
+        let disk = super::disk::SimDisk::default();
+        disk.set_sync_delay(Duration::from_millis(scenario.sync_ms));
         world.nodes.push(NodeSlot {
             name: scenario.node_name(index),
             id: if voter { index as u64 + 1 } else { 10 + index as u64 },
             voter,
-            disk: Default::default(),
+            disk,
             snapshots: Default::default(),
             clock: Default::default(),
             node: None,
@@ -180,12 +183,39 @@ fn duration_of(fault: &Fault) -> Option<u64> {
     }
 }
 
-fn crash(sim: &mut turmoil::Sim<'_>, shared: &Shared, down: &mut BTreeMap<String, bool>, host: &str) -> bool {
-    if down.get(host).copied().unwrap_or(false) {
+/// Hosts that are down, and Raft hosts about to lose power.
+#[derive(Default)]
+struct Faults {
+    down: BTreeMap<String, bool>,
+    /// A Raft host's crash waits (until the deadline at most) for a moment when a write is not yet synced,
+    /// so crashes test what the disk keeps, not only clean stops.
+    armed: BTreeMap<String, Duration>,
+}
+
+/// How long an armed crash waits for an unsynced write before it cuts the power anyway.
+const ARMED_CRASH_WAIT: Duration = Duration::from_millis(1_000);
+
+fn fire_armed_crashes(sim: &mut turmoil::Sim<'_>, shared: &Shared, faults: &mut Faults, now: Duration) {
+    let due: Vec<String> = faults
+        .armed
+        .iter()
+        .filter(|(host, deadline)| {
+            now >= **deadline || shared.borrow().nodes.iter().any(|n| &n.name == *host && n.disk.has_unsynced())
+        })
+        .map(|(host, _)| host.clone())
+        .collect();
+    for host in due {
+        faults.armed.remove(&host);
+        crash(sim, shared, faults, &host);
+    }
+}
+
+fn crash(sim: &mut turmoil::Sim<'_>, shared: &Shared, faults: &mut Faults, host: &str) -> bool {
+    if faults.down.get(host).copied().unwrap_or(false) {
         return false;
     }
     sim.crash(host.to_string());
-    down.insert(host.to_string(), true);
+    faults.down.insert(host.to_string(), true);
     let mut world = shared.borrow_mut();
     if let Some(slot) = world.nodes.iter_mut().find(|n| n.name == host) {
         slot.node = None;
@@ -199,8 +229,9 @@ fn crash(sim: &mut turmoil::Sim<'_>, shared: &Shared, down: &mut BTreeMap<String
     true
 }
 
-fn restart(sim: &mut turmoil::Sim<'_>, shared: &Shared, down: &mut BTreeMap<String, bool>, host: &str) {
-    if down.insert(host.to_string(), false).unwrap_or(false) {
+fn restart(sim: &mut turmoil::Sim<'_>, shared: &Shared, faults: &mut Faults, host: &str) {
+    faults.armed.remove(host);
+    if faults.down.insert(host.to_string(), false).unwrap_or(false) {
         let at = sim.elapsed();
         shared.borrow_mut().trace.push(at, host, "restarts");
         sim.bounce(host.to_string());
@@ -212,7 +243,7 @@ fn act(
     shared: &Shared,
     scenario: &Scenario,
     hosts: &[String],
-    down: &mut BTreeMap<String, bool>,
+    faults: &mut Faults,
     action: Action,
     now: Duration,
 ) {
@@ -223,7 +254,7 @@ fn act(
             note(format!("fault starts: {fault:?}"));
             match fault {
                 Fault::Crash { node, .. } => {
-                    crash(sim, shared, down, &scenario.node_name(node));
+                    faults.armed.insert(scenario.node_name(node), now + ARMED_CRASH_WAIT);
                 }
                 Fault::Partition { side, .. } => {
                     for a in &side {
@@ -240,7 +271,7 @@ fn act(
                     shared.borrow().nodes[node].disk.set_sync_delay(Duration::from_millis(ms))
                 }
                 Fault::WorkerCrash { worker, .. } => {
-                    crash(sim, shared, down, &format!("w{}", worker + 1));
+                    crash(sim, shared, faults, &format!("w{}", worker + 1));
                 }
                 Fault::WorkerStall { worker, for_ms } => {
                     shared.borrow_mut().workers[worker].stall = Some(Duration::from_millis(for_ms));
@@ -251,7 +282,7 @@ fn act(
             let fault = scenario.faults[i].fault.clone();
             note(format!("fault ends: {fault:?}"));
             match fault {
-                Fault::Crash { node, .. } => restart(sim, shared, down, &scenario.node_name(node)),
+                Fault::Crash { node, .. } => restart(sim, shared, faults, &scenario.node_name(node)),
                 Fault::Partition { side, .. } => {
                     for a in &side {
                         for b in hosts.iter().filter(|h| !side.contains(h)) {
@@ -262,8 +293,10 @@ fn act(
                 Fault::OneWay { from, to, .. } => sim.repair_oneway(from.as_str(), to.as_str()),
                 Fault::Loss { .. } => sim.set_fail_rate(0.0),
                 Fault::Delay { .. } => sim.set_max_message_latency(MAX_LATENCY),
-                Fault::SlowDisk { node, .. } => shared.borrow().nodes[node].disk.set_sync_delay(Duration::ZERO),
-                Fault::WorkerCrash { worker, .. } => restart(sim, shared, down, &format!("w{}", worker + 1)),
+                Fault::SlowDisk { node, .. } => {
+                    shared.borrow().nodes[node].disk.set_sync_delay(Duration::from_millis(scenario.sync_ms))
+                }
+                Fault::WorkerCrash { worker, .. } => restart(sim, shared, faults, &format!("w{}", worker + 1)),
                 Fault::Skew { .. } | Fault::WorkerStall { .. } => {}
             }
         }
@@ -278,10 +311,10 @@ fn act(
             sim.set_max_message_latency(MAX_LATENCY);
             for slot in &shared.borrow().nodes {
                 slot.clock.set_skew_ms(0);
-                slot.disk.set_sync_delay(Duration::ZERO);
+                slot.disk.set_sync_delay(Duration::from_millis(scenario.sync_ms));
             }
             for host in hosts {
-                restart(sim, shared, down, host);
+                restart(sim, shared, faults, host);
             }
         }
     }

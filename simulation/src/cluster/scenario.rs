@@ -57,6 +57,8 @@ pub struct Scenario {
     pub workers: usize,
     /// Builds the client submits.
     pub builds: usize,
+    /// How long every disk sync takes normally (so a crash can land between a write and its sync).
+    pub sync_ms: u64,
     /// When the faults stop and the network heals.
     pub fault_window_ms: u64,
     /// The faults, by start time.
@@ -70,6 +72,7 @@ impl Scenario {
         let learners = rng.gen_range(1..=2);
         let workers = rng.gen_range(2..=3);
         let builds = rng.gen_range(4..=9);
+        let sync_ms = rng.gen_range(1..=4);
         let fault_window_ms = 24_000;
         let mut plan = Vec::new();
         if faults {
@@ -115,7 +118,7 @@ impl Scenario {
             }
             plan.sort_by_key(|p| p.at_ms);
         }
-        Scenario { seed, learners, workers, builds, fault_window_ms, faults: plan }
+        Scenario { seed, learners, workers, builds, sync_ms, fault_window_ms, faults: plan }
     }
 
     /// Host name of Raft member `index` (voters first, then learners).
@@ -136,8 +139,8 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {}: {} voters, {} learners, {} workers, {} builds, faults until {} ms: ",
-            self.seed, VOTERS, self.learners, self.workers, self.builds, self.fault_window_ms
+            "seed {}: {} voters, {} learners, {} workers, {} builds, {} ms syncs, faults until {} ms: ",
+            self.seed, VOTERS, self.learners, self.workers, self.builds, self.sync_ms, self.fault_window_ms
         )?;
         let faults: Vec<String> = self.faults.iter().map(|p| format!("{}ms {:?}", p.at_ms, p.fault)).collect();
         write!(f, "[{}]", faults.join(", "))
