@@ -25,6 +25,9 @@ const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Longest a server waits for a request's bytes before dropping the connection (a partitioned caller).
 const READ_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Connections one incarnation of a node serves at most (a run makes a few thousand).
+const MAX_CONNECTIONS: u64 = 10_000_000;
+
 /// What a caller asks a node.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum WireRequest {
@@ -140,10 +143,11 @@ impl Transport for SimTransport {
 /// Accepts connections on [`PORT`] and answers each request until the host crashes.
 pub async fn serve(node: Arc<Node>) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
-    loop {
+    for _ in 0..MAX_CONNECTIONS {
         let (stream, _) = listener.accept().await?;
         tokio::task::spawn_local(answer(node.clone(), stream));
     }
+    Err(std::io::Error::other(format!("served {MAX_CONNECTIONS} connections; a run never needs that many")))
 }
 
 async fn answer(node: Arc<Node>, mut stream: TcpStream) {

@@ -16,6 +16,9 @@ use std::time::Duration;
 /// Simulated time per step: every host runs this long, then the invariants are checked.
 pub const TICK: Duration = Duration::from_millis(2);
 
+/// Hard cap on steps, whatever the clocks say (the fault window plus the liveness bound is far less).
+const MAX_STEPS: u64 = 1_000_000;
+
 /// How often the healed cluster is checked for convergence (it reads every replica).
 const CONVERGENCE_CHECK_EVERY: Duration = Duration::from_millis(100);
 
@@ -87,6 +90,9 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
             }
         }
         fire_armed_crashes(&mut sim, &shared, &mut faults, now);
+        if steps >= MAX_STEPS {
+            break Some(Failure { invariant: "liveness".into(), detail: format!("still running after {steps} steps") });
+        }
         if let Err(e) = sim.step() {
             break Some(Failure { invariant: "host_software_ran".into(), detail: format!("a host failed: {e}") });
         }
