@@ -60,6 +60,7 @@ struct Seen {
     applied: Option<LogId>,
     role: Option<ServerState>,
     term: u64,
+    snapshot: Option<LogId>,
 }
 
 /// Counts for the run's summary.
@@ -69,6 +70,10 @@ pub struct CheckStats {
     pub entries: u64,
     /// Replica states compared with the shadow.
     pub comparisons: u64,
+    /// Snapshots replicas built or installed.
+    pub snapshots: u64,
+    /// Of those, snapshots a replica installed from the leader (its applied index jumped to the snapshot).
+    pub installed: u64,
     /// Times the shadow had to adopt a replica's state because no log held the next entry any more.
     pub resyncs: u64,
 }
@@ -121,10 +126,10 @@ impl Checker {
             let Some(node) = &slot.node else {
                 continue;
             };
-            let (role, term, leader_id) = {
+            let (role, term, leader_id, snapshot) = {
                 let m = node.raft.metrics();
                 let m = m.borrow();
-                (m.state, m.current_term, m.current_leader)
+                (m.state, m.current_term, m.current_leader, m.snapshot)
             };
             let applied = node.read(|v| v.last_applied);
             let seen = self.seen.entry(slot.name.clone()).or_default();
@@ -135,7 +140,15 @@ impl Checker {
                 self.leaders.check(term, slot.id)?;
             }
             let changed = seen.applied != applied || seen.role.is_none();
-            *seen = Seen { applied, role: Some(role), term };
+            if seen.role.is_some() && snapshot.is_some() && snapshot != seen.snapshot {
+                self.stats.snapshots += 1;
+                let index = |l: Option<LogId>| l.map_or(0, |l| l.index);
+                if snapshot == applied && index(applied) > index(seen.applied) + 1 {
+                    self.stats.installed += 1;
+                    events.push((slot.name.clone(), format!("installed a snapshot at index {}", index(snapshot))));
+                }
+            }
+            *seen = Seen { applied, role: Some(role), term, snapshot };
             replicas.push((slot.name.clone(), node.clone(), slot.disk.clone(), applied, changed));
         }
         for (host, event) in events {
