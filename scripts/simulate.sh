@@ -4,16 +4,16 @@
 #
 # Built with `--cfg tokio_unstable` so turmoil can seed tokio's scheduler (exact replays), in a target dir
 # of its own so the flag does not rebuild the main target. Bounded: the seed run stops starting new seeds
-# after SIM_BUDGET_SECS (default 150 s); with the tests that is about 3-4 minutes after the build.
+# after SIM_BUDGET_SECS (default 180 s); with the tests that is about 3-4 minutes after the build.
 #
-#   SIM_SEEDS=400 SIM_BUDGET_SECS=150 bash scripts/simulate.sh
+#   SIM_SEEDS=500 SIM_BUDGET_SECS=180 bash scripts/simulate.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${SIM_TARGET_DIR:-$HOME/.cache/cascade-sim-target}"
 export RUSTFLAGS="--cfg tokio_unstable"
 export CARGO_TERM_COLOR=never
-seeds="${SIM_SEEDS:-400}"
-budget="${SIM_BUDGET_SECS:-150}"
+seeds="${SIM_SEEDS:-500}"
+budget="${SIM_BUDGET_SECS:-180}"
 # Seeds of the run below start after those the tests use.
 from="${SIM_FROM:-1000}"
 

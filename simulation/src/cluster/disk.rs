@@ -88,6 +88,14 @@ impl SimDisk {
         lost
     }
 
+    /// The log's bounds as this host holds it now: the last purged index and the last index (0 for none).
+    pub fn bounds(&self) -> (u64, u64) {
+        let p = self.lock();
+        let purged = p.cache.last_purged.map_or(0, |l| l.index);
+        let last = p.cache.logs.keys().next_back().copied().unwrap_or(purged);
+        (purged, last)
+    }
+
     /// Whether a write is waiting for its sync (a crash now would lose it).
     pub fn has_unsynced(&self) -> bool {
         !self.lock().unsynced.is_empty()

@@ -19,6 +19,11 @@ impl History {
         self.at.insert(index, (log_id, digest));
     }
 
+    /// The committed entry's log id at `index`, if recorded.
+    pub fn log_id(&self, index: u64) -> Option<LogId> {
+        self.at.get(&index).and_then(|(log_id, _)| *log_id)
+    }
+
     /// Checks that `replica`, having applied up to `applied` with state digest `digest`, matches.
     pub fn check(&self, replica: &str, applied: Option<LogId>, digest: u64) -> Result<bool, Violation> {
         let index = applied.map_or(0, |l| l.index);

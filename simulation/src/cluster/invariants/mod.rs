@@ -8,9 +8,9 @@
 
 pub mod acknowledged_build_never_lost;
 pub mod desired_generation_grows;
+pub mod leader_completeness;
 pub mod log_matching;
 pub mod no_stale_lease_result;
-pub mod one_leader_per_term;
 pub mod single_running_attempt;
 pub mod terminal_states_final;
 
@@ -88,7 +88,6 @@ pub struct Checker {
     attempts: single_running_attempt::Tracker,
     terminal: terminal_states_final::Tracker,
     desired: desired_generation_grows::Tracker,
-    leaders: one_leader_per_term::Tracker,
     stats: CheckStats,
 }
 
@@ -136,8 +135,9 @@ impl Checker {
             if seen.role != Some(role) || seen.term != term {
                 events.push((slot.name.clone(), format!("{role:?} in term {term} (leader {leader_id:?})")));
             }
-            if role == ServerState::Leader {
-                self.leaders.check(term, slot.id)?;
+            let new_leader = role == ServerState::Leader && (seen.role != Some(role) || seen.term != term);
+            if new_leader {
+                leader_completeness::check(&slot.name, &slot.disk, &self.history, self.shadow_index)?;
             }
             let changed = seen.applied != applied || seen.role.is_none();
             if seen.role.is_some() && snapshot.is_some() && snapshot != seen.snapshot {
