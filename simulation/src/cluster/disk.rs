@@ -62,6 +62,7 @@ struct Platters {
     durable: Image,
     unsynced: Vec<Op>,
     sync_delay: Duration,
+    fsync_is_a_no_op: bool,
 }
 
 /// A host's disk, shared between the simulation (which crashes it) and the node's log store.
@@ -96,6 +97,12 @@ impl SimDisk {
         (purged, last)
     }
 
+    /// Test-only bug: acknowledge every write without ever syncing it, as a store whose `fsync` does
+    /// nothing would; a crash then loses acknowledged writes (votes and log entries alike).
+    pub fn set_fsync_is_a_no_op(&self, on: bool) {
+        self.lock().fsync_is_a_no_op = on;
+    }
+
     /// Whether a write is waiting for its sync (a crash now would lose it).
     pub fn has_unsynced(&self) -> bool {
         !self.lock().unsynced.is_empty()
@@ -120,6 +127,9 @@ impl SimDisk {
 
     fn sync(&self) {
         let mut p = self.lock();
+        if p.fsync_is_a_no_op {
+            return;
+        }
         let ops = std::mem::take(&mut p.unsynced);
         for op in &ops {
             p.durable.apply(op);

@@ -35,11 +35,14 @@ pub struct Options {
     pub liveness: bool,
     /// How long the healed cluster has to converge, in simulated time.
     pub liveness_bound: Duration,
+    /// Test-only bug: every disk's `fsync` does nothing, so crashes lose acknowledged writes. The
+    /// simulation's self-test turns it on to show the invariants catch a storage bug.
+    pub fsync_is_a_no_op: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { faults: true, liveness: true, liveness_bound: Duration::from_secs(90) }
+        Self { faults: true, liveness: true, liveness_bound: Duration::from_secs(90), fsync_is_a_no_op: false }
     }
 }
 

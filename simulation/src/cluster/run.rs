@@ -34,12 +34,40 @@ enum Action {
     Heal,
 }
 
+thread_local! {
+    /// The first panic message on this thread since the run started: the one that names the bug (a
+    /// host's runtime then panics again with a generic "a spawned task panicked").
+    static FIRST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Chains a panic hook (once per process) that remembers each thread's first panic message for its run.
+fn remember_panics() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = FIRST_PANIC.try_with(|p| {
+                let mut p = p.borrow_mut();
+                if p.is_none() {
+                    *p = Some(info.to_string());
+                }
+            });
+            previous(info);
+        }));
+    });
+}
+
 /// Runs seed `seed` to the end (or the first violation).
 pub fn run_seed(seed: u64, options: &Options) -> Outcome {
+    remember_panics();
+    FIRST_PANIC.with(|p| p.borrow_mut().take());
     cascade_raft_node::runtime::seed_thread_rng(seed);
     let scenario = Scenario::generate(seed, options.faults);
     let shared: Shared = Rc::new(RefCell::new(World::default()));
     let host_names = register(&shared, &scenario);
+    for slot in &shared.borrow().nodes {
+        slot.disk.set_fsync_is_a_no_op(options.fsync_is_a_no_op);
+    }
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .tick_duration(TICK)
@@ -93,8 +121,22 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
         if steps >= MAX_STEPS {
             break Some(Failure { invariant: "liveness".into(), detail: format!("still running after {steps} steps") });
         }
-        if let Err(e) = sim.step() {
-            break Some(Failure { invariant: "host_software_ran".into(), detail: format!("a host failed: {e}") });
+        // A panic in a host's task (openraft's defensive checks panic) stops that host's runtime and
+        // unwinds out of `step`; it is a finding of this seed, not the end of the whole run of seeds.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.step())) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                break Some(Failure { invariant: "host_software_ran".into(), detail: format!("a host failed: {e}") })
+            }
+            Err(panic) => {
+                let message = FIRST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| {
+                    panic.downcast_ref::<String>().cloned().unwrap_or_else(|| "a host panicked".into())
+                });
+                break Some(Failure {
+                    invariant: "host_software_ran".into(),
+                    detail: format!("a host panicked: {message}"),
+                });
+            }
         }
         steps += 1;
         let now = sim.elapsed();
