@@ -25,7 +25,10 @@ pub fn check(leader: &str, disk: &SimDisk, history: &History, committed: u64) ->
             Some(entry) => {
                 return Err(Violation::new(
                     "leader_completeness",
-                    format!("{leader} became leader with {} at index {index}, where {expected} is committed", entry.log_id),
+                    format!(
+                        "{leader} became leader with {} at index {index}, where {expected} is committed",
+                        entry.log_id
+                    ),
                 ))
             }
             None => {
