@@ -125,10 +125,10 @@ impl Checker {
             let Some(node) = &slot.node else {
                 continue;
             };
-            let (role, term, leader_id, snapshot) = {
+            let (role, term, leader_id, snapshot, vote) = {
                 let m = node.raft.metrics();
                 let m = m.borrow();
-                (m.state, m.current_term, m.current_leader, m.snapshot)
+                (m.state, m.current_term, m.current_leader, m.snapshot, m.vote)
             };
             let applied = node.read(|v| v.last_applied);
             let seen = self.seen.entry(slot.name.clone()).or_default();
@@ -137,7 +137,7 @@ impl Checker {
             }
             let new_leader = role == ServerState::Leader && (seen.role != Some(role) || seen.term != term);
             if new_leader {
-                leader_completeness::check(&slot.name, &slot.disk, &self.history, self.shadow_index)?;
+                leader_completeness::check(&slot.name, &vote, &slot.disk, &self.history, self.shadow_index)?;
             }
             let changed = seen.applied != applied || seen.role.is_none();
             if seen.role.is_some() && snapshot.is_some() && snapshot != seen.snapshot {
