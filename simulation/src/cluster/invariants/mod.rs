@@ -123,6 +123,8 @@ impl Checker {
         let mut replicas = Vec::new();
         for slot in &world.nodes {
             let Some(node) = &slot.node else {
+                // Down: whatever it was, the next incarnation starts unseen.
+                self.seen.remove(&slot.name);
                 continue;
             };
             let (role, term, leader_id, snapshot, vote) = {
@@ -135,8 +137,10 @@ impl Checker {
             if seen.role != Some(role) || seen.term != term {
                 events.push((slot.name.clone(), format!("{role:?} in term {term} (leader {leader_id:?})")));
             }
-            let new_leader = role == ServerState::Leader && (seen.role != Some(role) || seen.term != term);
-            if new_leader {
+            // Elected since the last step: seen as another role (or in another term) in this incarnation.
+            let elected =
+                role == ServerState::Leader && seen.role.is_some() && (seen.role != Some(role) || seen.term != term);
+            if elected {
                 leader_completeness::check(&slot.name, &vote, &slot.disk, &self.history, self.shadow_index)?;
             }
             let changed = seen.applied != applied || seen.role.is_none();
