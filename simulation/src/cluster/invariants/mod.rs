@@ -147,7 +147,7 @@ impl Checker {
             if seen.role.is_some() && snapshot.is_some() && snapshot != seen.snapshot {
                 self.stats.snapshots += 1;
                 let index = |l: Option<LogId>| l.map_or(0, |l| l.index);
-                if snapshot == applied && index(applied) > index(seen.applied) + 1 {
+                if role != ServerState::Leader && snapshot == applied && index(applied) > index(seen.applied) + 1 {
                     self.stats.installed += 1;
                     events.push((slot.name.clone(), format!("installed a snapshot at index {}", index(snapshot))));
                 }
