@@ -7,7 +7,7 @@ use cascade_core::api::{AddMemberRequest, SubmitBuildRequest};
 use cascade_core::{CommitSha, Job, JobId, JobStatus, Region, RepoUrl, ServiceName};
 use clap::Subcommand;
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -21,6 +21,104 @@ pub async fn run_worker(config: &Path) -> anyhow::Result<ExitCode> {
         let _ = stop.send(true);
     });
     cascade_worker::run(worker, stopped).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cascade agent …`
+#[derive(Subcommand)]
+pub enum AgentCommand {
+    /// The regional manager of one cluster of machines.
+    Manager {
+        /// Its config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The host agent of one machine.
+    Host {
+        /// Its config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// `cascade certs …`
+#[derive(Subcommand)]
+pub enum CertsCommand {
+    /// Create a cluster CA (`ca.pem`, `ca.key`) in a directory.
+    Ca {
+        /// Where to write it.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue an agent certificate (`NAME.pem`, `NAME.key`) signed by the CA.
+    Issue {
+        /// Directory of the CA.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The agent's name.
+        #[arg(long)]
+        name: String,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        cascade_raft_node::server::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    stopped
+}
+
+/// `cascade agent manager|host --config FILE`
+pub async fn agent(cmd: AgentCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AgentCommand::Manager { config } => {
+            let config = cascade_region_agent::manager::ManagerConfig::load(&config)?;
+            cascade_region_agent::manager::run(config, stop_on_signal()).await?;
+        }
+        AgentCommand::Host { config } => {
+            let config = cascade_region_agent::host::HostConfig::load(&config)?;
+            cascade_region_agent::host::run(config, stop_on_signal()).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cascade certs ca|issue`
+pub fn certs(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CertsCommand::Ca { dir } => {
+            cascade_region_agent::tls::create_ca(&dir)?;
+            eprintln!("CA written to {}/ca.pem (keep {}/ca.key secret)", dir.display(), dir.display());
+        }
+        CertsCommand::Issue { ca, name, out } => {
+            cascade_region_agent::tls::issue(&ca, &name, &out)?;
+            eprintln!("certificate written to {}/{name}.pem and {name}.key", out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cascade deploy` (with a build) and `cascade rollback` (without).
+pub async fn deploy(
+    server: &str,
+    token: &str,
+    output: Output,
+    service: ServiceName,
+    build: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    let client = client(server, token)?;
+    let desired = match build {
+        Some(build) => client.deploy(&service, JobId(build)).await?,
+        None => client.rollback(&service).await?,
+    };
+    print(output, &desired, |d| {
+        format!("{} generation {}: build {} ({})", d.service, d.generation, d.build, d.artifact.digest)
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

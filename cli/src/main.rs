@@ -49,6 +49,27 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run a region agent: `manager` (one per cluster of machines) or `host` (on every machine).
+    #[command(subcommand)]
+    Agent(commands::AgentCommand),
+    /// Create a cluster CA and issue agent certificates.
+    #[command(subcommand)]
+    Certs(commands::CertsCommand),
+    /// Deploy a succeeded build of a service to every region.
+    Deploy {
+        /// The service.
+        #[arg(long)]
+        service: cascade_core::ServiceName,
+        /// The succeeded build.
+        #[arg(long)]
+        build: u64,
+    },
+    /// Deploy a service's previous good build again.
+    Rollback {
+        /// The service.
+        #[arg(long)]
+        service: cascade_core::ServiceName,
+    },
     /// Manage cluster membership.
     #[command(subcommand)]
     Cluster(commands::ClusterCommand),
@@ -73,6 +94,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Node { config } => commands::run_node(&config).await,
             Command::Worker { config } => commands::run_worker(&config).await,
+            Command::Agent(cmd) => commands::agent(cmd).await,
+            Command::Certs(cmd) => commands::certs(cmd),
+            Command::Deploy { service, build } => {
+                commands::deploy(&cli.server, &cli.token, cli.output, service, Some(build)).await
+            }
+            Command::Rollback { service } => commands::deploy(&cli.server, &cli.token, cli.output, service, None).await,
             Command::Cluster(cmd) => commands::cluster(&cli.server, &cli.token, cli.output, cmd).await,
             Command::Build(cmd) => commands::build(&cli.server, &cli.token, cli.output, cmd).await,
             Command::Status => commands::status(&cli.server, &cli.token, cli.output).await,

@@ -234,6 +234,16 @@ async fn a_killed_workers_job_is_requeued_and_its_old_lease_refused() {
         assert!(Instant::now() < deadline, "build never started: {:?}", job.status);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // While it runs, the log's live tail is readable through the API (published with each heartbeat).
+    let viewer = node.client(VIEWER);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match viewer.build_log(id, None).await {
+            Ok(log) if !log.complete && log.text.contains("sleep 4") => break,
+            other => assert!(Instant::now() < deadline, "no live log tail: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     first.child.kill().expect("SIGKILL the first worker");
     first.child.wait().unwrap();
     let _second = WorkerProcess::start(dir.path(), "second", &servers, &stores.main, 300);

@@ -354,6 +354,36 @@ impl Client {
         self.post("/api/v1/deployments", &DeployRequest { service: service.clone(), build }, Retry::IfNotSent).await
     }
 
+    /// Deploys the service's previous good build as a new generation.
+    pub async fn rollback(&self, service: &ServiceName) -> Result<cascade_core::state::DesiredVersion, ClientError> {
+        self.post(&format!("/api/v1/deployments/{service}/rollback"), &serde_json::json!({}), Retry::IfNotSent).await
+    }
+
+    /// Pauses (`pause`), resumes (`resume`) or aborts (`abort`) the rollout of `generation`.
+    pub async fn control_rollout(
+        &self,
+        service: &ServiceName,
+        generation: u64,
+        action: &str,
+    ) -> Result<cascade_core::state::DesiredVersion, ClientError> {
+        let body = cascade_core::api::RolloutControlRequest { generation };
+        self.post(&format!("/api/v1/deployments/{service}/{action}"), &body, Retry::Always).await
+    }
+
+    /// Records a region manager's counts for one cluster (idempotent: the latest report wins).
+    pub async fn report_rollout(&self, report: &cascade_core::api::RolloutReport) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.post("/api/v1/rollouts/report", report, Retry::Always).await?;
+        Ok(())
+    }
+
+    /// An artifact's record: digest, size, replication per region.
+    pub async fn artifact(
+        &self,
+        digest: &cascade_core::Digest,
+    ) -> Result<cascade_core::state::ArtifactRecord, ClientError> {
+        self.get(&format!("/api/v1/artifacts/{digest}")).await
+    }
+
     /// A service's desired version, history and rollout.
     pub async fn deployment(&self, service: &ServiceName) -> Result<DeploymentStatus, ClientError> {
         self.get(&format!("/api/v1/deployments/{service}")).await

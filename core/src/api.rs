@@ -175,6 +175,33 @@ pub struct DeploymentStatus {
     pub history: Vec<DesiredVersion>,
     /// Rollout counts of the current generation per region, then cluster.
     pub rollout: BTreeMap<Region, BTreeMap<ClusterName, ClusterRollout>>,
+    /// The desired artifact's replication per region: a region's rollout waits until it is `replicated`.
+    #[serde(default)]
+    pub replication: BTreeMap<Region, crate::state::ReplicationStatus>,
+}
+
+/// `POST /api/v1/deployments/{service}/pause|resume|abort`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutControlRequest {
+    /// The generation to control; must be the current one (so a late click cannot pause the next deploy).
+    pub generation: u64,
+}
+
+/// `POST /api/v1/rollouts/report`: a region manager's batched counts for one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutReport {
+    /// The service.
+    pub service: ServiceName,
+    /// The generation the counts are for.
+    pub generation: u64,
+    /// The manager's region.
+    pub region: Region,
+    /// The manager's cluster.
+    pub cluster: ClusterName,
+    /// Host counts.
+    pub counts: crate::state::RolloutCounts,
 }
 
 /// `GET /api/v1/desired`: every service's desired version, as of `applied_index`.

@@ -4,7 +4,7 @@ use crate::ids::{
     ClusterName, CommitSha, Digest, JobId, Principal, Region, RepoUrl, ServiceName, UnixMillis, WorkerId,
 };
 use crate::job::{Artifact, Job, Lease};
-use crate::state::{ArtifactRecord, DesiredVersion, ReplicationStatus, RolloutCounts};
+use crate::state::{ArtifactRecord, DesiredVersion, ReplicationStatus, RolloutControl, RolloutCounts};
 use serde::{Deserialize, Serialize};
 
 /// One entry of the replicated log: a command, who issued it, and the leader's clock when it was accepted.
@@ -43,6 +43,10 @@ pub enum Command {
     RecordReplication { digest: Digest, region: Region, status: ReplicationStatus },
     /// Make a succeeded build the version every machine of `service` should run.
     SetDesiredVersion { service: ServiceName, build: JobId },
+    /// Deploy the service's previous good build again (the latest history entry with another build).
+    Rollback { service: ServiceName },
+    /// Pause, resume or abort the rollout of the service's current generation.
+    ControlRollout { service: ServiceName, generation: u64, control: RolloutControl },
     /// A region manager's batched host counts for one cluster.
     ReportRollout { service: ServiceName, generation: u64, region: Region, cluster: ClusterName, counts: RolloutCounts },
 }
@@ -61,6 +65,8 @@ impl Command {
             Self::RecordReplication { .. } => "record_replication",
             Self::SetDesiredVersion { .. } => "set_desired_version",
             Self::ReportRollout { .. } => "report_rollout",
+            Self::Rollback { .. } => "rollback",
+            Self::ControlRollout { .. } => "control_rollout",
         }
     }
 }
@@ -166,6 +172,20 @@ pub enum CommandError {
         /// Latest generation, 0 if never deployed.
         latest: u64,
     },
+    /// Nothing to roll back to: the service was never deployed with another build.
+    #[error("service {0} has no earlier build to roll back to (deploy a build first, then another)")]
+    NothingToRollBack(ServiceName),
+    /// A rollout control for a generation that is not the current one, or a change an aborted rollout
+    /// cannot take.
+    #[error("rollout of {service} generation {generation}: {what}")]
+    RolloutControl {
+        /// The service.
+        service: ServiceName,
+        /// Generation named.
+        generation: u64,
+        /// Why it was refused.
+        what: String,
+    },
     /// Counts that cannot be true (parts larger than the total).
     #[error("invalid rollout counts: {0}")]
     InvalidCounts(String),
@@ -182,7 +202,8 @@ impl CommandError {
             Self::StaleLease { .. } => "stale_lease",
             Self::WrongState { .. } | Self::NotDeployable { .. } => "wrong_state",
             Self::ServiceMismatch { .. } | Self::InvalidCounts(_) | Self::Invalid(_) => "invalid_request",
-            Self::UnknownGeneration { .. } => "not_found",
+            Self::UnknownGeneration { .. } | Self::NothingToRollBack(_) => "not_found",
+            Self::RolloutControl { .. } => "wrong_state",
         }
     }
 }

@@ -90,6 +90,19 @@ pub struct ArtifactRecord {
     pub updated_at: UnixMillis,
 }
 
+/// What the people in charge want a rollout to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutControl {
+    /// Hosts fetch and activate.
+    #[default]
+    Running,
+    /// Managers start no new transfer or activation until resumed; hosts keep what they have.
+    Paused,
+    /// Final for this generation: managers stop, hosts keep running their previous release.
+    Aborted,
+}
+
 /// The version every machine of a service should run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DesiredVersion {
@@ -105,6 +118,9 @@ pub struct DesiredVersion {
     pub set_by: Principal,
     /// When.
     pub set_at: UnixMillis,
+    /// Running, paused or aborted.
+    #[serde(default)]
+    pub control: RolloutControl,
 }
 
 /// Host counts a region manager reports for one cluster.
@@ -253,6 +269,10 @@ impl State {
                 self.record_replication(now, actor, digest, region, status)
             }
             Command::SetDesiredVersion { service, build } => self.set_desired(now, actor, service, *build),
+            Command::Rollback { service } => self.rollback(now, actor, service),
+            Command::ControlRollout { service, generation, control } => {
+                self.control_rollout(now, actor, service, *generation, *control)
+            }
             Command::ReportRollout { service, generation, region, cluster, counts } => {
                 self.report_rollout(now, service, *generation, region, cluster, *counts)
             }
@@ -528,6 +548,7 @@ impl State {
             generation,
             set_by: actor.clone(),
             set_at: now,
+            control: RolloutControl::Running,
         };
         self.desired.insert(service.clone(), desired.clone());
         let history = self.deploy_history.entry(service.clone()).or_default();
@@ -536,6 +557,47 @@ impl State {
         }
         history.push(desired.clone());
         self.audit(now, actor, "set_desired_version", format!("{service} generation {generation}: build {build}"));
+        Ok(CommandOutput::Desired(desired))
+    }
+
+    fn rollback(&mut self, now: UnixMillis, actor: &Principal, service: &ServiceName) -> CommandResult {
+        let current = self.desired.get(service).map(|d| d.build);
+        let previous = self
+            .deploy_history
+            .get(service)
+            .and_then(|history| history.iter().rev().find(|d| Some(d.build) != current))
+            .map(|d| d.build)
+            .ok_or_else(|| CommandError::NothingToRollBack(service.clone()))?;
+        self.set_desired(now, actor, service, previous)
+    }
+
+    fn control_rollout(
+        &mut self,
+        now: UnixMillis,
+        actor: &Principal,
+        service: &ServiceName,
+        generation: u64,
+        control: RolloutControl,
+    ) -> CommandResult {
+        let refuse = |what: &str| CommandError::RolloutControl {
+            service: service.clone(),
+            generation,
+            what: what.to_string(),
+        };
+        let desired = self.desired.get(service).ok_or_else(|| refuse("the service was never deployed"))?;
+        if desired.generation != generation {
+            return Err(refuse(&format!("only the current generation {} can be controlled", desired.generation)));
+        }
+        if desired.control == RolloutControl::Aborted && control != RolloutControl::Aborted {
+            return Err(refuse("it was aborted; deploy again to start a new rollout"));
+        }
+        let desired = self.desired.get_mut(service).ok_or_else(|| refuse("the service was never deployed"))?;
+        desired.control = control;
+        let desired = desired.clone();
+        if let Some(entry) = self.deploy_history.get_mut(service).and_then(|h| h.last_mut()) {
+            entry.control = control;
+        }
+        self.audit(now, actor, "control_rollout", format!("{service} generation {generation}: {control:?}"));
         Ok(CommandOutput::Desired(desired))
     }
 

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod internal;
 pub mod metrics;
 pub mod monitor;

@@ -10,7 +10,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cascade_core::api::{DeployRequest, DeploymentStatus, DesiredVersions, Role};
+use cascade_core::api::{DeployRequest, DeploymentStatus, DesiredVersions, Role, RolloutControlRequest, RolloutReport};
+use cascade_core::state::RolloutControl;
 use cascade_core::{Command, CommandOutput, ServiceName};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -28,6 +29,71 @@ pub async fn deploy(
         CommandOutput::Desired(desired) => Ok((StatusCode::CREATED, Json(desired)).into_response()),
         other => Err(unexpected(other)),
     }
+}
+
+/// `POST /api/v1/deployments/{service}/rollback`: deploys the previous good build as a new generation.
+pub async fn rollback(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(service): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Deployer)?;
+    let service = ServiceName::parse(service)?;
+    match app.node.write(caller.name, Command::Rollback { service }).await?? {
+        CommandOutput::Desired(desired) => Ok((StatusCode::CREATED, Json(desired)).into_response()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `POST /api/v1/deployments/{service}/{pause|resume|abort}`
+pub async fn control(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((service, action)): Path<(String, String)>,
+    ApiJson(body): ApiJson<RolloutControlRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Deployer)?;
+    let service = ServiceName::parse(service)?;
+    let control = match action.as_str() {
+        "pause" => RolloutControl::Paused,
+        "resume" => RolloutControl::Running,
+        "abort" => RolloutControl::Aborted,
+        other => {
+            return Err(ApiError::not_found(format!("no rollout action {other:?}: use pause, resume or abort")));
+        }
+    };
+    let command = Command::ControlRollout { service, generation: body.generation, control };
+    match app.node.write(caller.name, command).await?? {
+        CommandOutput::Desired(desired) => Ok(Json(desired).into_response()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `POST /api/v1/rollouts/report`: a region manager's counts for one cluster (agents use worker tokens).
+pub async fn report(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<RolloutReport>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Worker)?;
+    let RolloutReport { service, generation, region, cluster, counts } = body;
+    app.node.write(caller.name, Command::ReportRollout { service, generation, region, cluster, counts }).await??;
+    Ok(Json(serde_json::json!({ "recorded": true })).into_response())
+}
+
+/// `GET /api/v1/artifacts/{digest}`: an artifact's record with its replication per region.
+pub async fn artifact(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(digest): Path<String>,
+    ApiQuery(params): ApiQuery<ReadParams>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer)?;
+    let digest = cascade_core::Digest::parse(digest)?;
+    consistent_read(&app.node, &params, |view| {
+        view.state.artifacts.get(&digest).cloned().ok_or_else(|| ApiError::not_found(format!("no artifact {digest}")))
+    })
+    .await
 }
 
 /// `GET /api/v1/deployments/{service}`
@@ -55,7 +121,12 @@ pub async fn show(
                 }
             }
         }
-        Ok(DeploymentStatus { desired, history, rollout })
+        let replication = desired
+            .as_ref()
+            .and_then(|d| state.artifacts.get(&d.artifact.digest))
+            .map(|record| record.replication.clone())
+            .unwrap_or_default();
+        Ok(DeploymentStatus { desired, history, rollout, replication })
     })
     .await
 }

@@ -228,7 +228,11 @@ impl<S: SnapshotStore> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
                 EntryPayload::Blank => Applied(None),
                 EntryPayload::Normal(request) => {
                     let result = view.state.apply(&request);
-                    if matches!(request.command, Command::SetDesiredVersion { .. }) && result.is_ok() {
+                    let changes_desired = matches!(
+                        request.command,
+                        Command::SetDesiredVersion { .. } | Command::Rollback { .. } | Command::ControlRollout { .. }
+                    );
+                    if changes_desired && result.is_ok() {
                         view.desired_changed_at = entry.log_id.index;
                     }
                     Applied(Some(result))

@@ -1,0 +1,140 @@
+//! Test fixtures for deploys: certificates, region manager and host agent processes.
+
+use cascade_client::blobs::StoreConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Runs `cascade` with `args`, panicking on failure.
+pub fn cascade(args: &[&str]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_cascade")).args(args).output().expect("run cascade");
+    assert!(output.status.success(), "cascade {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A free UDP port on loopback.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Creates the CA (once) and a certificate for `name`; returns the `[tls]` TOML section.
+pub fn certs_for(dir: &Path, name: &str) -> String {
+    let ca = dir.join("ca");
+    if !ca.join("ca.pem").exists() {
+        cascade(&["certs", "ca", "--dir", ca.to_str().unwrap()]);
+    }
+    let out = dir.join("certs");
+    cascade(&["certs", "issue", "--ca", ca.to_str().unwrap(), "--name", name, "--out", out.to_str().unwrap()]);
+    format!(
+        "[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+        ca.join("ca.pem").display().to_string(),
+        out.join(format!("{name}.pem")).display().to_string(),
+        out.join(format!("{name}.key")).display().to_string(),
+    )
+}
+
+fn store_section(store: &StoreConfig) -> String {
+    #[derive(serde::Serialize)]
+    struct Section<'a> {
+        store: &'a StoreConfig,
+    }
+    toml::to_string(&Section { store }).unwrap()
+}
+
+/// An agent process (manager or host), killed when dropped.
+pub struct AgentProcess {
+    pub name: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub data_dir: PathBuf,
+    pub addr: SocketAddr,
+    role: &'static str,
+    child: Option<Child>,
+}
+
+impl AgentProcess {
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_cascade"))
+            .args(["agent", self.role, "--config"])
+            .arg(&self.config)
+            .env("CASCADE_LOG", "info,quinn=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start agent");
+        self.child = Some(child);
+    }
+
+    /// Starts a region manager.
+    pub fn manager(dir: &Path, region: &str, servers: &[String], token: &str, store: &StoreConfig) -> Self {
+        let name = format!("manager-{region}");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let data_dir = dir.join(&name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let config = format!(
+            "region = \"{region}\"\ncluster = \"c1\"\nservers = {servers:?}\ntoken = \"{token}\"\nlisten = \"{addr}\"\nreport_interval_ms = 500\nstatus_file = {:?}\n\n{}\n{}",
+            data_dir.join("status.json").display().to_string(),
+            store_section(store),
+            certs_for(dir, &name),
+        );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let mut agent =
+            Self { name: name.clone(), config: path, log: dir.join(format!("{name}.log")), data_dir, addr, role: "manager", child: None };
+        agent.spawn();
+        agent
+    }
+
+    /// Starts a host agent that registers with `manager`.
+    pub fn host(dir: &Path, name: &str, manager: SocketAddr, corrupt_uploads: bool) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let data_dir = dir.join(name);
+        let config = format!(
+            "name = \"{name}\"\nlisten = \"{addr}\"\nmanager = \"{manager}\"\ndata_dir = {:?}\nfetch_timeout_secs = 20\nactivation_hook = \"test -s \\\"$CASCADE_RELEASE/artifact\\\"\"\ncorrupt_uploads = {corrupt_uploads}\n\n{}",
+            data_dir.display().to_string(),
+            certs_for(dir, name),
+        );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let mut agent =
+            Self { name: name.into(), config: path, log: dir.join(format!("{name}.log")), data_dir, addr, role: "host", child: None };
+        agent.spawn();
+        agent
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again with the same config and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The host's `status.json`.
+    pub fn host_status(&self) -> Option<serde_json::Value> {
+        let bytes = std::fs::read(self.data_dir.join("status.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// BLAKE3 of the file the host's `current` link of `service` points at.
+    pub fn current_digest(&self, service: &str) -> Option<cascade_core::Digest> {
+        let path = self.data_dir.join("services").join(service).join("current").join("artifact");
+        let file = std::fs::File::open(path).ok()?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(file).ok()?;
+        Some(cascade_core::manifest::digest_of(hasher.finalize()))
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,388 @@
+//! The host agent: registers with its manager, fetches the chunks the manager assigns from the peers it
+//! names, verifies each before keeping or serving it, and activates a release when told to.
+
+use crate::protocol::{
+    read_frame, write_frame, ChunkAnswer, ChunkRequest, FetchFailure, HostMessage, ManagerMessage, StreamOpen,
+};
+use crate::releases::{ChunkWriteError, Releases};
+use crate::tls::{TlsFiles, AGENT_SERVER_NAME};
+use cascade_core::{Digest, ServiceName};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// `cascade agent host --config FILE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Unique name of this machine in its cluster.
+    pub name: String,
+    /// UDP address to listen on for chunk requests.
+    pub listen: SocketAddr,
+    /// Address peers use to reach it; `listen` by default.
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// The manager's QUIC address.
+    pub manager: SocketAddr,
+    /// Releases, downloads and `current` links.
+    pub data_dir: PathBuf,
+    /// Releases kept for rollbacks and chunk reuse.
+    #[serde(default = "default_keep")]
+    pub keep_releases: usize,
+    /// Command run after the switch (`sh -c`, with `CASCADE_RELEASE`, `CASCADE_SERVICE`); its failure is
+    /// reported and the previous release is switched back.
+    #[serde(default)]
+    pub activation_hook: Option<String>,
+    /// Timeout of the hook, seconds.
+    #[serde(default = "default_hook_timeout")]
+    pub hook_timeout_secs: u64,
+    /// A fetch that has not completed in this time is abandoned as stalled, seconds.
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_secs: u64,
+    /// Certificates.
+    pub tls: TlsFiles,
+    /// Fault injection for tests of the swarm's defences: flip a byte of every chunk served. Never set it
+    /// in production.
+    #[serde(default)]
+    pub corrupt_uploads: bool,
+}
+
+fn default_keep() -> usize {
+    3
+}
+fn default_hook_timeout() -> u64 {
+    60
+}
+fn default_fetch_timeout() -> u64 {
+    60
+}
+
+impl HostConfig {
+    /// Reads a config file.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("host config {} is invalid: {e}", path.display()))
+    }
+}
+
+/// Counters a test or an operator reads from `status.json` in the data dir.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HostStatus {
+    /// Chunks fetched from the network, per artifact digest.
+    pub fetched: HashMap<String, u32>,
+    /// Chunks found locally (resumed or reused), per artifact digest.
+    pub local: HashMap<String, u32>,
+    /// Bad chunks received, per sender address.
+    pub bad_chunks_from: HashMap<String, u32>,
+    /// Active digest per service.
+    pub active: HashMap<String, String>,
+}
+
+struct Host {
+    config: HostConfig,
+    releases: Mutex<Releases>,
+    endpoint: quinn::Endpoint,
+    peers: tokio::sync::Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    status: Mutex<HostStatus>,
+}
+
+impl Host {
+    fn save_status(&self) {
+        let status = self.status.lock().expect("status lock").clone();
+        let path = self.config.data_dir.join("status.json");
+        let staged = self.config.data_dir.join(".status.json");
+        if let Ok(json) = serde_json::to_vec_pretty(&status) {
+            if std::fs::write(&staged, json).is_ok() {
+                let _ = std::fs::rename(staged, path);
+            }
+        }
+    }
+}
+
+/// Runs the host agent until `shutdown` becomes true.
+pub async fn run(config: HostConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut releases = Releases::open(&config.data_dir, config.keep_releases)?;
+    releases.load_kept()?;
+    let endpoint = crate::tls::endpoint(&config.tls, config.listen)?;
+    let host = Arc::new(Host {
+        config,
+        releases: Mutex::new(releases),
+        endpoint,
+        peers: tokio::sync::Mutex::new(HashMap::new()),
+        status: Mutex::new(HostStatus::default()),
+    });
+    host.save_status();
+    tokio::spawn(serve_chunks(host.clone()));
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            result = control_session(host.clone()) => {
+                if let Err(e) = result {
+                    tracing::warn!(host = %host.config.name, "manager session ended: {e:#}; reconnecting in {backoff:?}");
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => break,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+    host.endpoint.close(0u32.into(), b"host shutting down");
+    Ok(())
+}
+
+/// One session with the manager: register, then follow its instructions until the stream ends.
+async fn control_session(host: Arc<Host>) -> anyhow::Result<()> {
+    let connection = host.endpoint.connect(host.config.manager, AGENT_SERVER_NAME)?.await?;
+    let (mut send, mut recv) = connection.open_bi().await?;
+    let data_addr = host.config.advertise.unwrap_or(host.config.listen);
+    write_frame(&mut send, &StreamOpen::Control { name: host.config.name.clone(), data_addr }).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<HostMessage>();
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            if write_frame(&mut send, &message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let result = async {
+        while let Some(message) = read_frame::<ManagerMessage>(&mut recv).await? {
+            match message {
+                ManagerMessage::Welcome { host_id } => tracing::info!(host = %host.config.name, host_id, "registered"),
+                ManagerMessage::Prepare { service, generation, manifest } => {
+                    let host = host.clone();
+                    let tx = tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let digest = manifest.digest.clone();
+                        let prepared = host.releases.lock().expect("releases lock").prepare(&manifest);
+                        match prepared {
+                            Ok((held, reused)) => {
+                                tracing::info!(%service, generation, %digest, held = held.len(), reused, "prepared");
+                                host.status.lock().expect("status lock").local.insert(digest.to_string(), held.len() as u32);
+                                host.save_status();
+                                let _ = tx.send(HostMessage::Have { digest, chunks: held });
+                            }
+                            Err(e) => tracing::error!(%digest, "cannot prepare the download: {e}"),
+                        }
+                    });
+                }
+                ManagerMessage::Fetch { digest, chunk, from, addr } => {
+                    tokio::spawn(fetch(host.clone(), tx.clone(), digest, chunk, from, addr));
+                }
+                ManagerMessage::Activate { service, generation, digest } => {
+                    tokio::spawn(activate(host.clone(), tx.clone(), service, generation, digest));
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    writer.abort();
+    result
+}
+
+async fn connection_to(host: &Host, addr: SocketAddr) -> Result<quinn::Connection, FetchFailure> {
+    let mut peers = host.peers.lock().await;
+    if let Some(existing) = peers.get(&addr) {
+        if existing.close_reason().is_none() {
+            return Ok(existing.clone());
+        }
+    }
+    let connecting = host.endpoint.connect(addr, AGENT_SERVER_NAME).map_err(|_| FetchFailure::Dead)?;
+    let connection = tokio::time::timeout(Duration::from_secs(5), connecting)
+        .await
+        .map_err(|_| FetchFailure::Dead)?
+        .map_err(|_| FetchFailure::Dead)?;
+    peers.insert(addr, connection.clone());
+    Ok(connection)
+}
+
+/// Fetches one chunk from `addr`, verifies it, writes it, and tells the manager.
+async fn fetch(
+    host: Arc<Host>,
+    tx: mpsc::UnboundedSender<HostMessage>,
+    digest: Digest,
+    chunk: u32,
+    from: u32,
+    addr: SocketAddr,
+) {
+    let expected = {
+        let releases = host.releases.lock().expect("releases lock");
+        match releases.get(&digest).map(|d| d.manifest.chunk_len(chunk as u64)) {
+            Some(Ok(len)) => len,
+            _ => return,
+        }
+    };
+    let timeout = Duration::from_secs(host.config.fetch_timeout_secs);
+    let received = tokio::time::timeout(timeout, request_chunk(&host, addr, &digest, chunk, expected)).await;
+    let outcome = match received {
+        Err(_) => Err(FetchFailure::Stalled),
+        Ok(Err(reason)) => Err(reason),
+        Ok(Ok(bytes)) => {
+            let host = host.clone();
+            let digest = digest.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut releases = host.releases.lock().expect("releases lock");
+                let Some(download) = releases.get_mut(&digest) else { return Err(FetchFailure::Stalled) };
+                match download.write_chunk(chunk, &bytes) {
+                    Ok(()) => Ok(()),
+                    Err(ChunkWriteError::Bad(e)) => {
+                        tracing::warn!(%digest, chunk, %addr, "bad chunk: {e}");
+                        Err(FetchFailure::BadChunk)
+                    }
+                    Err(ChunkWriteError::Io(e)) => {
+                        tracing::error!(%digest, chunk, "cannot write chunk: {e}");
+                        Err(FetchFailure::Stalled)
+                    }
+                }
+            })
+            .await
+            .unwrap_or(Err(FetchFailure::Stalled))
+        }
+    };
+    let message = match outcome {
+        Ok(()) => {
+            *host.status.lock().expect("status lock").fetched.entry(digest.to_string()).or_default() += 1;
+            host.save_status();
+            HostMessage::Verified { digest, chunk }
+        }
+        Err(reason) => {
+            if reason == FetchFailure::BadChunk {
+                *host.status.lock().expect("status lock").bad_chunks_from.entry(addr.to_string()).or_default() += 1;
+                host.save_status();
+            }
+            HostMessage::Failed { digest, chunk, from, reason }
+        }
+    };
+    let _ = tx.send(message);
+}
+
+async fn request_chunk(
+    host: &Host,
+    addr: SocketAddr,
+    digest: &Digest,
+    chunk: u32,
+    expected: u64,
+) -> Result<Vec<u8>, FetchFailure> {
+    let connection = connection_to(host, addr).await?;
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|_| FetchFailure::Dead)?;
+    let request = StreamOpen::Chunk(ChunkRequest { digest: digest.clone(), chunk });
+    write_frame(&mut send, &request).await.map_err(|_| FetchFailure::Dead)?;
+    let _ = send.finish();
+    match read_frame::<ChunkAnswer>(&mut recv).await {
+        Ok(Some(ChunkAnswer::Ok { len })) if len == expected => {}
+        Ok(Some(ChunkAnswer::Ok { .. })) => return Err(FetchFailure::BadChunk),
+        Ok(Some(ChunkAnswer::Refused(_))) | Ok(None) => return Err(FetchFailure::Stalled),
+        Err(_) => return Err(FetchFailure::Dead),
+    }
+    let mut bytes = vec![0u8; expected as usize];
+    recv.read_exact(&mut bytes).await.map_err(|_| FetchFailure::Dead)?;
+    Ok(bytes)
+}
+
+/// Accepts peers' chunk requests and answers from verified chunks only.
+async fn serve_chunks(host: Arc<Host>) {
+    while let Some(incoming) = host.endpoint.accept().await {
+        let host = host.clone();
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else { return };
+            while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                let host = host.clone();
+                tokio::spawn(async move {
+                    let Ok(Some(StreamOpen::Chunk(request))) = read_frame::<StreamOpen>(&mut recv).await else { return };
+                    let read = {
+                        let releases = host.releases.lock().expect("releases lock");
+                        releases.get(&request.digest).map(|d| d.read_chunk(request.chunk))
+                    };
+                    match read {
+                        Some(Ok(mut bytes)) => {
+                            if host.config.corrupt_uploads && !bytes.is_empty() {
+                                bytes[0] ^= 0xff;
+                            }
+                            let answer = ChunkAnswer::Ok { len: bytes.len() as u64 };
+                            if write_frame(&mut send, &answer).await.is_ok() {
+                                let _ = send.write_all(&bytes).await;
+                            }
+                        }
+                        _ => {
+                            let _ = write_frame(&mut send, &ChunkAnswer::Refused("chunk not held".into())).await;
+                        }
+                    }
+                    let _ = send.finish();
+                    // Wait for the receiver to read everything before the stream is dropped.
+                    let _ = send.stopped().await;
+                });
+            }
+        });
+    }
+}
+
+/// Installs the release, switches `current`, runs the hook; on hook failure switches back.
+async fn activate(
+    host: Arc<Host>,
+    tx: mpsc::UnboundedSender<HostMessage>,
+    service: ServiceName,
+    generation: u64,
+    digest: Digest,
+) {
+    let previous = std::fs::read_link(host.config.data_dir.join("services").join(service.as_str()).join("current")).ok();
+    let installed = {
+        let host = host.clone();
+        let (service, digest) = (service.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || host.releases.lock().expect("releases lock").install(&service, &digest))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    };
+    let result = match installed {
+        Err(reason) => Err(reason),
+        Ok(release) => match &host.config.activation_hook {
+            None => Ok(()),
+            Some(hook) => run_hook(hook, &release, &service, Duration::from_secs(host.config.hook_timeout_secs)).await,
+        },
+    };
+    let message = match result {
+        Ok(()) => {
+            tracing::info!(%service, generation, %digest, "activated");
+            host.status.lock().expect("status lock").active.insert(service.to_string(), digest.to_string());
+            host.releases.lock().expect("releases lock").prune();
+            HostMessage::Activated { service, generation }
+        }
+        Err(reason) => {
+            tracing::warn!(%service, generation, "activation failed: {reason}");
+            if let Some(previous) = previous {
+                let link = host.config.data_dir.join("services").join(service.as_str()).join("current");
+                let staged = link.with_extension("rollback");
+                let _ = std::fs::remove_file(&staged);
+                if std::os::unix::fs::symlink(&previous, &staged).is_ok() {
+                    let _ = std::fs::rename(&staged, &link);
+                }
+            }
+            HostMessage::ActivationFailed { service, generation, reason }
+        }
+    };
+    host.save_status();
+    let _ = tx.send(message);
+}
+
+async fn run_hook(hook: &str, release: &std::path::Path, service: &ServiceName, timeout: Duration) -> Result<(), String> {
+    let mut child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(hook)
+        .env("CASCADE_RELEASE", release)
+        .env("CASCADE_SERVICE", service.as_str())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run the activation hook: {e}"))?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Err(_) => Err(format!("activation hook timed out after {}s", timeout.as_secs())),
+        Ok(Err(e)) => Err(format!("activation hook: {e}")),
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("activation hook failed: {status}")),
+    }
+}

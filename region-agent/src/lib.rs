@@ -1,0 +1,13 @@
+//! Cascade's region agents.
+//!
+//! Two roles in one crate: the [`manager`] of a cluster of machines in a region (follows the desired
+//! versions on the region's learner, seeds the swarm from the regional store, schedules the fan-out with
+//! `cascade_core::fanout`, reports counts), and the [`host`] agent on every machine (receives, verifies,
+//! forwards, activates). They talk QUIC with mutual TLS ([`tls`]) in length-prefixed frames ([`protocol`]);
+//! a host's releases live on disk as [`releases`] describes.
+
+pub mod host;
+pub mod manager;
+pub mod protocol;
+pub mod releases;
+pub mod tls;

@@ -1,0 +1,307 @@
+//! The manager's state transitions: one event at a time, then a scheduling round.
+
+use super::*;
+
+impl Manager {
+    pub(super) fn handle(&mut self, event: Event) {
+        match event {
+            Event::Desired(desired) => self.desired(desired),
+            Event::Ready { service, generation, manifest } => self.ready(service, generation, manifest),
+            Event::HostJoined { name, addr, tx, id } => {
+                let host_id = match self.ids.get(&name) {
+                    Some(id) => *id,
+                    None => {
+                        let id = u32::try_from(self.ids.len() + 1).expect("fewer than 2^32 hosts");
+                        self.ids.insert(name.clone(), id);
+                        id
+                    }
+                };
+                self.host_left(host_id);
+                self.next_session += 1;
+                let session = self.next_session;
+                let _ = tx.send(ManagerMessage::Welcome { host_id });
+                let _ = id.send((host_id, session));
+                tracing::info!(host = %name, host_id, %addr, "host registered");
+                self.hosts.insert(host_id, HostEntry { name, addr, tx: Some(tx), session });
+                let prepares: Vec<ManagerMessage> = self
+                    .rollouts
+                    .iter()
+                    .filter_map(|(service, rollout)| match &rollout.phase {
+                        Phase::Running { manifest, .. } if rollout.control != RolloutControl::Aborted => {
+                            Some(ManagerMessage::Prepare {
+                                service: service.clone(),
+                                generation: rollout.generation,
+                                manifest: manifest.clone(),
+                            })
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                for prepare in prepares {
+                    self.send(host_id, prepare);
+                }
+            }
+            Event::HostGone { id, session } => {
+                if self.hosts.get(&id).is_some_and(|h| h.session == session) {
+                    self.host_left(id);
+                    if let Some(host) = self.hosts.get_mut(&id) {
+                        host.tx = None;
+                    }
+                }
+            }
+            Event::Host { id, message } => self.host_message(id, message),
+            Event::Tick => self.report(),
+        }
+    }
+
+    fn send(&self, host: u32, message: ManagerMessage) {
+        if let Some(tx) = self.hosts.get(&host).and_then(|h| h.tx.as_ref()) {
+            let _ = tx.send(message);
+        }
+    }
+
+    fn live_hosts(&self) -> impl Iterator<Item = u32> + '_ {
+        self.hosts.iter().filter(|(_, h)| h.tx.is_some()).map(|(id, _)| *id)
+    }
+
+    fn host_left(&mut self, id: u32) {
+        for rollout in self.rollouts.values_mut() {
+            if rollout.joined.remove(&id) {
+                if let Phase::Running { scheduler, .. } = &mut rollout.phase {
+                    let _ = scheduler.host_left(HostId(id));
+                }
+            }
+            rollout.activating.remove(&id);
+        }
+    }
+
+    fn desired(&mut self, desired: DesiredVersions) {
+        for (service, version) in desired.services {
+            let current = self.rollouts.get(&service).map(|r| r.generation);
+            if current == Some(version.generation) {
+                if let Some(rollout) = self.rollouts.get_mut(&service) {
+                    if rollout.control != version.control {
+                        tracing::info!(%service, generation = version.generation, control = ?version.control, "rollout control");
+                    }
+                    rollout.control = version.control;
+                }
+                continue;
+            }
+            if current.is_some_and(|g| g > version.generation) {
+                continue;
+            }
+            tracing::info!(%service, generation = version.generation, digest = %version.artifact.digest, "new desired version: waiting for replication");
+            self.rollouts.insert(
+                service.clone(),
+                Rollout {
+                    generation: version.generation,
+                    digest: version.artifact.digest.clone(),
+                    control: version.control,
+                    phase: Phase::WaitingForReplication,
+                    joined: HashSet::new(),
+                    activated: HashSet::new(),
+                    activating: HashSet::new(),
+                    failed: HashSet::new(),
+                },
+            );
+            tokio::spawn(wait_for_replication(
+                self.client.clone(),
+                self.store.clone(),
+                self.config.region.clone(),
+                version.artifact.digest.clone(),
+                service,
+                version.generation,
+                self.events.clone(),
+            ));
+        }
+    }
+
+    fn ready(&mut self, service: ServiceName, generation: u64, manifest: Manifest) {
+        let Some(rollout) = self.rollouts.get_mut(&service) else { return };
+        if rollout.generation != generation || manifest.digest != rollout.digest {
+            return;
+        }
+        let chunks = u32::try_from(manifest.chunk_count()).unwrap_or(u32::MAX);
+        let mut config = FanoutConfig::new(chunks.max(1));
+        config.rng_seed = generation;
+        let mut scheduler = match Scheduler::new(config) {
+            Ok(s) => Box::new(s),
+            Err(e) => {
+                tracing::error!(%service, "cannot schedule this artifact: {e}");
+                return;
+            }
+        };
+        for chunk in 0..chunks {
+            let _ = scheduler.seed_has(ChunkId(chunk));
+        }
+        self.manifests.write().expect("manifests lock").insert(manifest.digest.clone(), manifest.clone());
+        tracing::info!(%service, generation, chunks, "replicated here: rollout starts");
+        rollout.phase = Phase::Running { manifest: manifest.clone(), scheduler };
+        let hosts: Vec<u32> = self.live_hosts().collect();
+        for host in hosts {
+            self.send(host, ManagerMessage::Prepare { service: service.clone(), generation, manifest: manifest.clone() });
+        }
+    }
+
+    fn rollout_of(&mut self, digest: &Digest) -> Option<(&ServiceName, &mut Rollout)> {
+        self.rollouts.iter_mut().find(|(_, r)| &r.digest == digest)
+    }
+
+    fn host_message(&mut self, id: u32, message: HostMessage) {
+        match message {
+            HostMessage::Have { digest, chunks } => {
+                let Some((_, rollout)) = self.rollout_of(&digest) else { return };
+                let Phase::Running { scheduler, .. } = &mut rollout.phase else { return };
+                let held: Vec<ChunkId> = chunks.into_iter().map(ChunkId).collect();
+                if scheduler.host_joined(HostId(id), &held).is_ok() {
+                    rollout.joined.insert(id);
+                }
+            }
+            HostMessage::Verified { digest, chunk } => {
+                let Some((_, rollout)) = self.rollout_of(&digest) else { return };
+                if let Phase::Running { scheduler, .. } = &mut rollout.phase {
+                    let _ = scheduler.chunk_verified(HostId(id), ChunkId(chunk));
+                }
+            }
+            HostMessage::Failed { digest, chunk, from, reason } => {
+                let Some((_, rollout)) = self.rollout_of(&digest) else { return };
+                if let Phase::Running { scheduler, .. } = &mut rollout.phase {
+                    let reason = match reason {
+                        FetchFailure::Dead => FailReason::Dead,
+                        FetchFailure::Stalled => FailReason::Stalled,
+                        FetchFailure::BadChunk => FailReason::BadChunk,
+                    };
+                    let _ = scheduler.transfer_failed(HostId(from), HostId(id), ChunkId(chunk), reason);
+                }
+            }
+            HostMessage::Activated { service, generation } => {
+                if let Some(rollout) = self.rollouts.get_mut(&service).filter(|r| r.generation == generation) {
+                    rollout.activating.remove(&id);
+                    rollout.failed.remove(&id);
+                    rollout.activated.insert(id);
+                }
+            }
+            HostMessage::ActivationFailed { service, generation, reason } => {
+                let name = self.hosts.get(&id).map(|h| h.name.clone()).unwrap_or_default();
+                tracing::warn!(host = %name, %service, generation, "activation failed: {reason}");
+                if let Some(rollout) = self.rollouts.get_mut(&service).filter(|r| r.generation == generation) {
+                    rollout.activating.remove(&id);
+                    rollout.failed.insert(id);
+                }
+            }
+        }
+    }
+
+    /// Hands out transfers and activations for every running rollout.
+    pub(super) fn schedule(&mut self) {
+        let mut messages: Vec<(u32, ManagerMessage)> = Vec::new();
+        let mut reports = Vec::new();
+        for (service, rollout) in &mut self.rollouts {
+            if rollout.control != RolloutControl::Running {
+                continue;
+            }
+            let Phase::Running { scheduler, manifest } = &mut rollout.phase else { continue };
+            let mut transfers: Vec<Transfer> = Vec::new();
+            scheduler.next_assignments(&mut transfers);
+            for transfer in transfers {
+                let addr = if transfer.from.is_seed() {
+                    Some(self.seed_addr)
+                } else {
+                    self.hosts.get(&transfer.from.0).map(|h| h.addr)
+                };
+                let Some(addr) = addr else {
+                    let _ = scheduler.transfer_failed(transfer.from, transfer.to, transfer.chunk, FailReason::Dead);
+                    continue;
+                };
+                messages.push((
+                    transfer.to.0,
+                    ManagerMessage::Fetch { digest: manifest.digest.clone(), chunk: transfer.chunk.0, from: transfer.from.0, addr },
+                ));
+            }
+            reports.extend(scheduler.drain_reports());
+            for host in rollout.joined.iter().copied() {
+                let done = rollout.activated.contains(&host) || rollout.activating.contains(&host) || rollout.failed.contains(&host);
+                if !done && scheduler.is_complete(HostId(host)) {
+                    rollout.activating.insert(host);
+                    messages.push((
+                        host,
+                        ManagerMessage::Activate {
+                            service: service.clone(),
+                            generation: rollout.generation,
+                            digest: manifest.digest.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        for report in reports {
+            let name = |id: HostId| self.hosts.get(&id.0).map_or_else(|| format!("host {}", id.0), |h| h.name.clone());
+            match report {
+                Report::BadChunk { from, to, chunk } => {
+                    let sender = name(from);
+                    tracing::warn!(sender = %sender, receiver = %name(to), chunk = chunk.0, "bad chunk reported");
+                    if !self.status.bad_senders.contains(&sender) {
+                        self.status.bad_senders.push(sender);
+                    }
+                }
+                Report::Excluded { host, reason } => {
+                    tracing::warn!(host = %name(host), ?reason, "host no longer used as a sender");
+                }
+            }
+        }
+        for (host, message) in messages {
+            self.send(host, message);
+        }
+    }
+
+    /// Counts per rollout, reported through the state machine when they changed (one write per service per
+    /// interval, whatever the number of hosts), and written to the status file.
+    fn report(&mut self) {
+        let live: HashSet<u32> = self.live_hosts().collect();
+        for (service, rollout) in &self.rollouts {
+            let total = live.len() as u64;
+            let active = rollout.activated.intersection(&live).count() as u64;
+            let failed = rollout.failed.intersection(&live).count() as u64;
+            let (verified, fetching) = match &rollout.phase {
+                Phase::Running { scheduler, .. } => {
+                    let complete = rollout
+                        .joined
+                        .iter()
+                        .filter(|h| live.contains(h) && !rollout.activated.contains(h) && !rollout.failed.contains(h))
+                        .filter(|h| scheduler.is_complete(HostId(**h)))
+                        .count() as u64;
+                    (complete, total.saturating_sub(active + failed + complete))
+                }
+                Phase::WaitingForReplication => (0, 0),
+            };
+            let counts = RolloutCounts { total, fetching, verified, active, failed };
+            self.status.rollouts.insert(service.to_string(), (rollout.generation, counts));
+            if self.last_reported.get(service) == Some(&(rollout.generation, counts)) {
+                continue;
+            }
+            self.last_reported.insert(service.clone(), (rollout.generation, counts));
+            let report = RolloutReport {
+                service: service.clone(),
+                generation: rollout.generation,
+                region: self.config.region.clone(),
+                cluster: self.config.cluster.clone(),
+                counts,
+            };
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = client.report_rollout(&report).await {
+                    tracing::warn!(service = %report.service, "rollout report failed: {e}");
+                }
+            });
+        }
+        self.status.seed_chunks_served = self.seed_served.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(path) = &self.config.status_file {
+            if let Ok(json) = serde_json::to_vec_pretty(&self.status) {
+                let staged = path.with_extension("tmp");
+                if std::fs::write(&staged, json).is_ok() {
+                    let _ = std::fs::rename(staged, path);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The region manager: follows the desired versions on its region's learner, waits until an artifact is
+//! replicated into the regional store, seeds the swarm from that store, runs the fan-out scheduler from
+//! `cascade-core`, tells hosts what to fetch from whom and when to activate, and reports counts in batches.
+
+use crate::protocol::{read_frame, write_frame, ChunkAnswer, FetchFailure, HostMessage, ManagerMessage, StreamOpen};
+use crate::tls::TlsFiles;
+use cascade_client::blobs::{open_store, read_manifest, Store, StoreConfig};
+use cascade_client::Client;
+use cascade_core::api::{DesiredVersions, RolloutReport};
+use cascade_core::fanout::{ChunkId, Config as FanoutConfig, FailReason, HostId, Report, Scheduler, Transfer};
+use cascade_core::state::{ReplicationStatus, RolloutControl, RolloutCounts};
+use cascade_core::{ClusterName, Digest, Manifest, Region, ServiceName};
+use object_store::path::Path as Key;
+use object_store::ObjectStoreExt as _;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+mod events;
+
+/// `cascade agent manager --config FILE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerConfig {
+    /// The region it serves.
+    pub region: Region,
+    /// The cluster of machines it manages.
+    pub cluster: ClusterName,
+    /// Nodes to read desired versions from: the region's learner first.
+    pub servers: Vec<String>,
+    /// A token with the `worker` role (agents report rollouts with it).
+    pub token: String,
+    /// The region's blob store.
+    pub store: StoreConfig,
+    /// UDP address of its QUIC endpoint (hosts register here; it also serves as the swarm's seed).
+    pub listen: SocketAddr,
+    /// Address hosts use to reach it; `listen` by default.
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// Certificates.
+    pub tls: TlsFiles,
+    /// How often counts are reported through the state machine, milliseconds.
+    #[serde(default = "default_report_ms")]
+    pub report_interval_ms: u64,
+    /// Where it writes its status (counts, bad senders) as JSON for operators and tests.
+    #[serde(default)]
+    pub status_file: Option<PathBuf>,
+}
+
+fn default_report_ms() -> u64 {
+    2000
+}
+
+impl ManagerConfig {
+    /// Reads a config file.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("manager config {} is invalid: {e}", path.display()))
+    }
+}
+
+/// What the manager writes to its status file.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ManagerStatus {
+    /// Per service: generation and counts of the current rollout.
+    pub rollouts: BTreeMap<String, (u64, RolloutCounts)>,
+    /// Hosts reported for sending bad chunks, by name.
+    pub bad_senders: Vec<String>,
+    /// Chunks the seed served from the regional store.
+    pub seed_chunks_served: u64,
+}
+
+enum Event {
+    Desired(DesiredVersions),
+    Ready { service: ServiceName, generation: u64, manifest: Manifest },
+    HostJoined {
+        name: String,
+        addr: SocketAddr,
+        tx: mpsc::UnboundedSender<ManagerMessage>,
+        id: oneshot::Sender<(u32, u64)>,
+    },
+    Host { id: u32, message: HostMessage },
+    HostGone { id: u32, session: u64 },
+    Tick,
+}
+
+struct HostEntry {
+    name: String,
+    addr: SocketAddr,
+    tx: Option<mpsc::UnboundedSender<ManagerMessage>>,
+    session: u64,
+}
+
+enum Phase {
+    WaitingForReplication,
+    Running { manifest: Manifest, scheduler: Box<Scheduler> },
+}
+
+struct Rollout {
+    generation: u64,
+    digest: Digest,
+    control: RolloutControl,
+    phase: Phase,
+    joined: HashSet<u32>,
+    activated: HashSet<u32>,
+    activating: HashSet<u32>,
+    failed: HashSet<u32>,
+}
+
+struct Manager {
+    config: ManagerConfig,
+    client: Arc<Client>,
+    store: Store,
+    seed_addr: SocketAddr,
+    hosts: BTreeMap<u32, HostEntry>,
+    ids: HashMap<String, u32>,
+    rollouts: BTreeMap<ServiceName, Rollout>,
+    events: mpsc::UnboundedSender<Event>,
+    manifests: Arc<RwLock<HashMap<Digest, Manifest>>>,
+    status: ManagerStatus,
+    seed_served: Arc<std::sync::atomic::AtomicU64>,
+    last_reported: HashMap<ServiceName, (u64, RolloutCounts)>,
+    next_session: u64,
+}
+
+/// Runs the manager until `shutdown` becomes true.
+pub async fn run(config: ManagerConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let client = Arc::new(Client::new(&config.servers, &config.token)?);
+    let store = open_store(&config.store)?;
+    let endpoint = crate::tls::endpoint(&config.tls, config.listen)?;
+    let (events, mut inbox) = mpsc::unbounded_channel();
+    let manifests = Arc::new(RwLock::new(HashMap::new()));
+    let seed_served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(accept(endpoint.clone(), events.clone(), store.clone(), manifests.clone(), seed_served.clone()));
+    tokio::spawn(follow_desired(client.clone(), events.clone()));
+    let ticker_events = events.clone();
+    let interval = Duration::from_millis(config.report_interval_ms.max(100));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            ticker.tick().await;
+            if ticker_events.send(Event::Tick).is_err() {
+                return;
+            }
+        }
+    });
+    let seed_addr = config.advertise.unwrap_or(config.listen);
+    tracing::info!(region = %config.region, cluster = %config.cluster, %seed_addr, "manager started");
+    let mut manager = Manager {
+        config,
+        client,
+        store,
+        seed_addr,
+        hosts: BTreeMap::new(),
+        ids: HashMap::new(),
+        rollouts: BTreeMap::new(),
+        events,
+        manifests,
+        status: ManagerStatus::default(),
+        seed_served,
+        last_reported: HashMap::new(),
+        next_session: 0,
+    };
+    loop {
+        let event = tokio::select! {
+            event = inbox.recv() => event,
+            _ = shutdown.changed() => None,
+        };
+        let Some(event) = event else { break };
+        manager.handle(event);
+        manager.schedule();
+    }
+    endpoint.close(0u32.into(), b"manager shutting down");
+    Ok(())
+}
+
+/// Long-polls the desired versions and forwards every answer.
+async fn follow_desired(client: Arc<Client>, events: mpsc::UnboundedSender<Event>) {
+    let mut after = None;
+    loop {
+        match client.desired(after, Duration::from_secs(20)).await {
+            Ok(desired) => {
+                after = Some(desired.changed_at_index);
+                if events.send(Event::Desired(desired)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot read desired versions: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Waits until `digest` is replicated in the region's store, then loads its manifest from there.
+async fn wait_for_replication(
+    client: Arc<Client>,
+    store: Store,
+    region: Region,
+    digest: Digest,
+    service: ServiceName,
+    generation: u64,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    for _attempt in 0..100_000u32 {
+        let replicated = match client.artifact(&digest).await {
+            Ok(record) => record.replication.get(&region) == Some(&ReplicationStatus::Replicated),
+            Err(e) => {
+                tracing::warn!(%digest, "cannot read the artifact's replication: {e}");
+                false
+            }
+        };
+        if replicated {
+            match read_manifest(&store, &digest).await {
+                Ok(Some(manifest)) => {
+                    let _ = events.send(Event::Ready { service, generation, manifest });
+                    return;
+                }
+                Ok(None) => tracing::warn!(%digest, "replicated but the regional store has no manifest yet"),
+                Err(e) => tracing::warn!(%digest, "cannot read the manifest from the regional store: {e}"),
+            }
+        }
+        if events.is_closed() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Accepts host control sessions and seed chunk requests.
+async fn accept(
+    endpoint: quinn::Endpoint,
+    events: mpsc::UnboundedSender<Event>,
+    store: Store,
+    manifests: Arc<RwLock<HashMap<Digest, Manifest>>>,
+    served: Arc<std::sync::atomic::AtomicU64>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (events, store, manifests, served) = (events.clone(), store.clone(), manifests.clone(), served.clone());
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else { return };
+            while let Ok((send, mut recv)) = connection.accept_bi().await {
+                let (events, store, manifests, served) = (events.clone(), store.clone(), manifests.clone(), served.clone());
+                tokio::spawn(async move {
+                    match read_frame::<StreamOpen>(&mut recv).await {
+                        Ok(Some(StreamOpen::Control { name, data_addr })) => {
+                            control_stream(events, name, data_addr, send, recv).await
+                        }
+                        Ok(Some(StreamOpen::Chunk(request))) => {
+                            serve_seed_chunk(&store, &manifests, &served, request, send).await
+                        }
+                        _ => {}
+                    }
+                });
+            }
+        });
+    }
+}
+
+async fn control_stream(
+    events: mpsc::UnboundedSender<Event>,
+    name: String,
+    addr: SocketAddr,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (id_tx, id_rx) = oneshot::channel();
+    if events.send(Event::HostJoined { name: name.clone(), addr, tx, id: id_tx }).is_err() {
+        return;
+    }
+    let Ok((id, session)) = id_rx.await else { return };
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            if write_frame(&mut send, &message).await.is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        match read_frame::<HostMessage>(&mut recv).await {
+            Ok(Some(message)) => {
+                if events.send(Event::Host { id, message }).is_err() {
+                    break;
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    writer.abort();
+    let _ = events.send(Event::HostGone { id, session });
+    tracing::info!(host = %name, id, "host disconnected");
+}
+
+async fn serve_seed_chunk(
+    store: &Store,
+    manifests: &RwLock<HashMap<Digest, Manifest>>,
+    served: &std::sync::atomic::AtomicU64,
+    request: crate::protocol::ChunkRequest,
+    mut send: quinn::SendStream,
+) {
+    let hash = manifests
+        .read()
+        .expect("manifests lock")
+        .get(&request.digest)
+        .and_then(|m| m.chunk_hash(request.chunk as u64).ok().cloned());
+    let answer = match hash {
+        None => Err("unknown artifact or chunk".to_string()),
+        Some(hash) => {
+            let key = Key::from(Manifest::chunk_key(&hash));
+            match store.get(&key).await {
+                Ok(result) => result.bytes().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    match answer {
+        Ok(bytes) => {
+            served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if write_frame(&mut send, &ChunkAnswer::Ok { len: bytes.len() as u64 }).await.is_ok() {
+                let _ = send.write_all(&bytes).await;
+            }
+        }
+        Err(reason) => {
+            tracing::warn!(digest = %request.digest, chunk = request.chunk, "seed cannot serve: {reason}");
+            let _ = write_frame(&mut send, &ChunkAnswer::Refused(reason)).await;
+        }
+    }
+    let _ = send.finish();
+    let _ = send.stopped().await;
+}

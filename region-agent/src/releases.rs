@@ -1,0 +1,232 @@
+//! A host's releases on disk: downloads into a preallocated file, verified chunk by chunk; activation by
+//! an atomic switch of a `current` link; the last few releases kept for instant rollbacks and chunk reuse.
+//!
+//! Layout under the host's data dir:
+//! `incoming/<digest>.part` (a download in progress), `releases/<digest>/artifact` and `manifest.json`
+//! (complete, verified releases), `services/<service>/current` → `../../releases/<digest>`.
+
+use cascade_core::{Digest, Manifest, ServiceName};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+/// One artifact this host is receiving or holds.
+#[derive(Debug)]
+pub struct Download {
+    /// What it must be.
+    pub manifest: Manifest,
+    /// Where the bytes are (incoming file, then the release's file after activation).
+    pub path: PathBuf,
+    file: File,
+    verified: Vec<bool>,
+}
+
+impl Download {
+    /// Whether chunk `index` is held and verified.
+    pub fn has(&self, index: u32) -> bool {
+        self.verified.get(index as usize).copied().unwrap_or(false)
+    }
+
+    /// Verified chunk indexes.
+    pub fn held(&self) -> Vec<u32> {
+        (0..self.verified.len() as u32).filter(|i| self.has(*i)).collect()
+    }
+
+    /// Every chunk verified.
+    pub fn complete(&self) -> bool {
+        self.verified.iter().all(|v| *v)
+    }
+
+    /// Reads a verified chunk (for serving it to a peer).
+    pub fn read_chunk(&self, index: u32) -> std::io::Result<Vec<u8>> {
+        if !self.has(index) {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("chunk {index} not held")));
+        }
+        let range = self.manifest.chunk_range(index as u64).map_err(std::io::Error::other)?;
+        let mut bytes = vec![0u8; (range.end - range.start) as usize];
+        self.file.read_exact_at(&mut bytes, range.start)?;
+        Ok(bytes)
+    }
+
+    /// Checks `bytes` against the manifest and writes them at the chunk's offset.
+    pub fn write_chunk(&mut self, index: u32, bytes: &[u8]) -> Result<(), ChunkWriteError> {
+        self.manifest.verify_chunk(index as u64, bytes).map_err(ChunkWriteError::Bad)?;
+        let range = self.manifest.chunk_range(index as u64).map_err(ChunkWriteError::Bad)?;
+        self.file.write_all_at(bytes, range.start).map_err(ChunkWriteError::Io)?;
+        self.verified[index as usize] = true;
+        Ok(())
+    }
+}
+
+/// Why a received chunk was not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkWriteError {
+    /// It does not match the manifest (the sender is to blame).
+    #[error("{0}")]
+    Bad(cascade_core::ManifestError),
+    /// The local disk failed (this host is to blame).
+    #[error("disk: {0}")]
+    Io(std::io::Error),
+}
+
+/// All of a host's releases and downloads.
+#[derive(Debug)]
+pub struct Releases {
+    root: PathBuf,
+    keep: usize,
+    downloads: HashMap<Digest, Download>,
+}
+
+impl Releases {
+    /// Opens (creating) the layout under `root`, keeping `keep` releases per host.
+    pub fn open(root: &Path, keep: usize) -> std::io::Result<Self> {
+        for dir in ["incoming", "releases", "services"] {
+            std::fs::create_dir_all(root.join(dir))?;
+        }
+        Ok(Self { root: root.to_path_buf(), keep: keep.max(2), downloads: HashMap::new() })
+    }
+
+    fn release_dir(&self, digest: &Digest) -> PathBuf {
+        self.root.join("releases").join(digest.as_str())
+    }
+
+    /// The download or release of `digest`, if this host has started or finished it.
+    pub fn get(&self, digest: &Digest) -> Option<&Download> {
+        self.downloads.get(digest)
+    }
+
+    /// Mutable access for writing chunks.
+    pub fn get_mut(&mut self, digest: &Digest) -> Option<&mut Download> {
+        self.downloads.get_mut(digest)
+    }
+
+    /// Gets ready to receive `manifest`: a kept release is complete at once; otherwise the incoming file is
+    /// preallocated, chunks already in it are re-verified (a restarted host resumes), and chunks that an
+    /// earlier release shares are copied locally. Returns `(held chunks, chunks reused from other releases)`.
+    pub fn prepare(&mut self, manifest: &Manifest) -> std::io::Result<(Vec<u32>, u32)> {
+        let digest = manifest.digest.clone();
+        if let Some(existing) = self.downloads.get(&digest) {
+            return Ok((existing.held(), 0));
+        }
+        let chunks = manifest.chunk_count() as usize;
+        let release_file = self.release_dir(&digest).join("artifact");
+        if release_file.exists() {
+            let file = File::open(&release_file)?;
+            let download = Download { manifest: manifest.clone(), path: release_file, file, verified: vec![true; chunks] };
+            let held = download.held();
+            self.downloads.insert(digest, download);
+            return Ok((held, 0));
+        }
+        let path = self.root.join("incoming").join(format!("{digest}.part"));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        file.set_len(manifest.total_size)?;
+        let mut download = Download { manifest: manifest.clone(), path, file, verified: vec![false; chunks] };
+        // Resume: whatever a previous run of this host wrote and still verifies is kept.
+        for index in 0..chunks as u32 {
+            let range = manifest.chunk_range(index as u64).map_err(std::io::Error::other)?;
+            let mut bytes = vec![0u8; (range.end - range.start) as usize];
+            if download.file.read_exact_at(&mut bytes, range.start).is_ok()
+                && manifest.verify_chunk(index as u64, &bytes).is_ok()
+            {
+                download.verified[index as usize] = true;
+            }
+        }
+        // Reuse: chunks with the same hash in a kept release are copied, not fetched.
+        let mut reused = 0;
+        let wanted: HashMap<&Digest, Vec<u32>> = manifest.chunks.iter().enumerate().fold(HashMap::new(), |mut m, (i, h)| {
+            if !download.verified[i] {
+                m.entry(h).or_default().push(i as u32);
+            }
+            m
+        });
+        for other in self.downloads.values().filter(|d| d.complete()) {
+            for (index, hash) in other.manifest.chunks.iter().enumerate() {
+                let Some(targets) = wanted.get(hash) else { continue };
+                let Ok(bytes) = other.read_chunk(index as u32) else { continue };
+                for target in targets {
+                    if !download.has(*target) && download.write_chunk(*target, &bytes).is_ok() {
+                        reused += 1;
+                    }
+                }
+            }
+        }
+        let held = download.held();
+        self.downloads.insert(digest, download);
+        Ok((held, reused))
+    }
+
+    /// Loads the kept releases' manifests at start, so they serve as rollback targets and chunk sources.
+    pub fn load_kept(&mut self) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(self.root.join("releases"))? {
+            let dir = entry?.path();
+            let Ok(bytes) = std::fs::read(dir.join("manifest.json")) else { continue };
+            let Ok(manifest) = Manifest::from_json(&bytes) else { continue };
+            let _ = self.prepare(&manifest)?;
+        }
+        Ok(())
+    }
+
+    /// Verifies the whole digest, installs the release and switches `services/<service>/current` to it
+    /// atomically. Returns the release directory. The previous release stays until pruned.
+    pub fn install(&mut self, service: &ServiceName, digest: &Digest) -> Result<PathBuf, String> {
+        let download = self.downloads.get(digest).ok_or_else(|| format!("no download of {digest}"))?;
+        if !download.complete() {
+            return Err(format!("{digest} is not complete"));
+        }
+        let mut hasher = blake3::Hasher::new();
+        let file = File::open(&download.path).map_err(|e| format!("cannot read {}: {e}", download.path.display()))?;
+        hasher.update_reader(file).map_err(|e| format!("cannot read {}: {e}", download.path.display()))?;
+        let actual = cascade_core::manifest::digest_of(hasher.finalize());
+        if &actual != digest {
+            return Err(format!("whole-file digest {actual} does not match {digest}; not activated"));
+        }
+        let release = self.release_dir(digest);
+        let artifact = release.join("artifact");
+        if download.path != artifact {
+            std::fs::create_dir_all(&release).map_err(|e| e.to_string())?;
+            std::fs::write(release.join("manifest.json"), download.manifest.to_json()).map_err(|e| e.to_string())?;
+            std::fs::rename(&download.path, &artifact).map_err(|e| e.to_string())?;
+            if let Some(d) = self.downloads.get_mut(digest) {
+                d.path = artifact.clone();
+            }
+        }
+        let service_dir = self.root.join("services").join(service.as_str());
+        std::fs::create_dir_all(&service_dir).map_err(|e| e.to_string())?;
+        let link = service_dir.join("current");
+        let staged = service_dir.join(format!(".current-{digest}"));
+        let _ = std::fs::remove_file(&staged);
+        std::os::unix::fs::symlink(&release, &staged).map_err(|e| e.to_string())?;
+        // rename(2) over the old link is atomic: a reader sees the old release or the new one, never neither.
+        std::fs::rename(&staged, &link).map_err(|e| e.to_string())?;
+        Ok(release)
+    }
+
+    /// Deletes releases beyond the newest `keep` (never one a `current` link points at).
+    pub fn prune(&mut self) {
+        let mut in_use = Vec::new();
+        if let Ok(services) = std::fs::read_dir(self.root.join("services")) {
+            for service in services.flatten() {
+                if let Ok(target) = std::fs::read_link(service.path().join("current")) {
+                    in_use.push(target);
+                }
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(self.root.join("releases")) else { return };
+        let mut releases: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        releases.sort();
+        let excess = releases.len().saturating_sub(self.keep);
+        for (_, path) in releases.into_iter().take(excess) {
+            if in_use.contains(&path) {
+                continue;
+            }
+            if let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| Digest::parse(n).ok()) {
+                self.downloads.remove(&name);
+            }
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
