@@ -28,7 +28,9 @@ pub async fn serve(
         )),
         None => None,
     };
-    let app = crate::api::router(node.clone(), blobs.clone()).merge(crate::internal::router(node.clone()));
+    let app = crate::api::router(node.clone(), blobs.clone())
+        .merge(crate::console::router(node.clone(), blobs.clone()))
+        .merge(crate::internal::router(node.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (is another node using this port?)"))?;

@@ -1,0 +1,254 @@
+//! The web console in a real headless Chromium, driven over WebDriver (chromedriver + fantoccini), against
+//! real `cascade node` and `cascade worker` processes building a real git repository.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without `chromedriver` on PATH
+//! the test says so and passes, unless `CI` is set, where it fails. Screenshots go to `docs/screenshots/`
+//! when `CASCADE_SCREENSHOTS=1`, else to the test's temporary directory.
+
+mod common;
+
+use common::builds::{local_stores, TestRepo, WorkerProcess};
+use common::{free_port, single_node_with, BUILDER, DEPLOYER, VIEWER};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMIUM_FLAGS: [&str; 10] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+];
+
+/// A chromedriver process, killed when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()))
+}
+
+async fn start_browser(dir: &Path, chromedriver: &Path) -> (Driver, Client) {
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("chromedriver.log")).expect("chromedriver log");
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get(format!("{url}/status")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not answer within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
+    args.push(format!("--user-data-dir={}", dir.join("chromium-profile").display()));
+    let mut options = json!({ "args": args });
+    if let Some(binary) = on_path("chromium") {
+        options["binary"] = json!(binary);
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), options);
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&url)
+        .await
+        .expect("start a Chromium session");
+    (driver, client)
+}
+
+async fn sign_in(c: &Client, base: &str, token: &str) {
+    c.goto(&format!("{base}/login")).await.expect("open sign-in");
+    c.find(Locator::Css("#token")).await.expect("token field").send_keys(token).await.expect("type token");
+    c.find(Locator::Css("#sign-in")).await.expect("sign-in button").click().await.expect("sign in");
+    wait_until("the builds page after sign-in", Duration::from_secs(10), || async move {
+        c.current_url().await.is_ok_and(|u| u.path() == "/builds")
+    })
+    .await;
+}
+
+/// Polls `check` every 100 ms until it holds; fails after `within`.
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not {what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text(c: &Client, css: &str) -> Option<String> {
+    c.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
+async fn attr(c: &Client, css: &str, name: &str) -> Option<String> {
+    c.find(Locator::Css(css)).await.ok()?.attr(name).await.ok()?
+}
+
+async fn exists(c: &Client, css: &str) -> bool {
+    !c.find_all(Locator::Css(css)).await.expect("query the page").is_empty()
+}
+
+async fn screenshot(c: &Client, dir: &Path, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::create_dir_all(dir).expect("screenshot dir");
+    std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+/// POSTs a form from inside the signed-in page (same origin, with the session cookie), as a forged form
+/// would; returns the HTTP status.
+async fn post_from_page(c: &Client, path: &str, body: &str) -> u64 {
+    let script = "return fetch(arguments[0], {method: 'POST', credentials: 'same-origin', redirect: 'manual', \
+                  headers: {'content-type': 'application/x-www-form-urlencoded'}, body: arguments[1]}).then(r => r.status);";
+    let status = c.execute(script, vec![json!(path), json!(body)]).await.expect("run fetch in the page");
+    status.as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_builds_watches_and_deploys_in_a_real_browser() {
+    let Some(chromedriver) = on_path("chromedriver") else {
+        assert!(std::env::var_os("CI").is_none(), "CI must install chromium-driver (see scripts/setup.sh)");
+        eprintln!("skipping the browser test: no chromedriver on PATH (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shots = if std::env::var_os("CASCADE_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")
+    } else {
+        dir.path().join("screenshots")
+    };
+    let repo = TestRepo::new(dir.path());
+    let recipe = "[build]\ncommand = \"echo compiling app; sleep 2; mkdir -p out && echo hello > out/app; echo done\"\nartifact = \"out/app\"\n";
+    let commit = repo.commit("app", &[("cascade.toml", recipe)]);
+    let stores = local_stores(dir.path(), &["us", "eu"]);
+    let node = single_node_with(dir.path(), 300, &|config| {
+        config.stores = Some(stores.clone());
+        config.replication.poll_interval_ms = 200;
+        config.replication.sync_interval_secs = 1;
+    })
+    .await;
+    let _worker = WorkerProcess::start(dir.path(), "w1", &[node.spec.addr()], &stores.main, 300);
+    let base = node.spec.url();
+    let (_driver, client) = start_browser(dir.path(), &chromedriver).await;
+    let c = &client;
+
+    // Not signed in: every page sends the browser to sign in.
+    c.goto(&format!("{base}/builds")).await.expect("open builds");
+    assert_eq!(c.current_url().await.expect("url").path(), "/login");
+    screenshot(c, &shots, "login").await;
+
+    // A builder: the form says exactly what is wrong while typing (core's own message).
+    sign_in(c, &base, BUILDER).await;
+    assert_eq!(text(c, "#role").await.as_deref(), Some("builder"));
+    let expected = cascade_core::CommitSha::parse("abc123").expect_err("short sha").to_string();
+    let expected = expected.as_str();
+    c.find(Locator::Css("#commit")).await.expect("commit field").send_keys("abc123").await.expect("type");
+    wait_until("the commit message shown", Duration::from_secs(10), || async move {
+        text(c, "#commit-msg").await.as_deref() == Some(expected)
+    })
+    .await;
+    let commit_field = c.find(Locator::Css("#commit")).await.expect("commit field");
+    commit_field.clear().await.expect("clear");
+    commit_field.send_keys(commit.as_str()).await.expect("type sha");
+    c.find(Locator::Css("#repo")).await.expect("repo").send_keys(&repo.url()).await.expect("type repo");
+    c.find(Locator::Css("#service")).await.expect("service").send_keys("hello").await.expect("type service");
+    wait_until("the commit message cleared", Duration::from_secs(10), || async move {
+        text(c, "#commit-msg").await.as_deref() == Some("")
+    })
+    .await;
+    c.find(Locator::Css("#build")).await.expect("Build button").click().await.expect("submit");
+    wait_until("on the new build's page", Duration::from_secs(10), || async move {
+        c.current_url().await.is_ok_and(|u| u.path().starts_with("/builds/"))
+    })
+    .await;
+    let url = c.current_url().await.expect("url");
+    let id: u64 = url.path().trim_start_matches("/builds/").parse().expect("build id in the URL");
+
+    // The badge turns to succeeded by live update: the marker set on this page survives (no reload).
+    c.execute("window.cascadeMarker = 42; return true;", vec![]).await.expect("set marker");
+    wait_until("the badge succeeded", Duration::from_secs(120), || async move {
+        attr(c, "#status .badge", "data-status").await.as_deref() == Some("succeeded")
+    })
+    .await;
+    let marker = c.execute("return window.cascadeMarker;", vec![]).await.expect("read marker");
+    assert_eq!(marker, json!(42), "the page was reloaded instead of updated in place");
+    assert!(!exists(c, "#deploy").await, "a builder is offered no Deploy button");
+    wait_until("the log and replication shown", Duration::from_secs(30), || async move {
+        text(c, "#log").await.is_some_and(|t| t.contains("compiling app"))
+            && text(c, "#replication").await.is_some_and(|t| t.matches("replicated").count() >= 2)
+    })
+    .await;
+    assert!(exists(c, "#digest").await && exists(c, "#size").await);
+    screenshot(c, &shots, "build").await;
+    c.goto(&format!("{base}/builds")).await.expect("open builds");
+    let row = format!("tr[data-build=\"{id}\"] .badge");
+    assert_eq!(attr(c, &row, "data-status").await.as_deref(), Some("succeeded"));
+    screenshot(c, &shots, "builds").await;
+
+    // A deployer: Deploy is enabled for the succeeded build; the desired version shows.
+    sign_in(c, &base, DEPLOYER).await;
+    c.goto(&format!("{base}/builds/{id}")).await.expect("open build");
+    assert_eq!(attr(c, "#deploy", "disabled").await, None, "Deploy is enabled for a succeeded build");
+    // A forged POST (no or a wrong anti-forgery token) is refused, even with the deployer's cookie.
+    assert_eq!(post_from_page(c, &format!("/builds/{id}/deploy"), "").await, 403);
+    assert_eq!(post_from_page(c, &format!("/builds/{id}/deploy"), "csrf=forged").await, 403);
+    c.find(Locator::Css("#deploy")).await.expect("Deploy button").click().await.expect("deploy");
+    wait_until("on the service page", Duration::from_secs(10), || async move {
+        c.current_url().await.is_ok_and(|u| u.path() == "/services/hello")
+    })
+    .await;
+    assert_eq!(text(c, "#desired-build").await, Some(format!("#{id}")));
+    assert_eq!(text(c, "#generation").await.as_deref(), Some("1"), "exactly one deploy: the forged ones did nothing");
+    screenshot(c, &shots, "service").await;
+    c.goto(&format!("{base}/cluster")).await.expect("open cluster");
+    wait_until("the worker listed", Duration::from_secs(10), || async move {
+        text(c, "#workers").await.is_some_and(|t| t.contains("w1"))
+    })
+    .await;
+    screenshot(c, &shots, "cluster").await;
+    c.goto(&format!("{base}/audit")).await.expect("open audit");
+    assert!(text(c, "#audit").await.is_some_and(|t| t.contains("set_desired_version")));
+    screenshot(c, &shots, "audit").await;
+
+    // A viewer: no Build form, no Deploy button, and the server refuses the action even with a valid token.
+    sign_in(c, &base, VIEWER).await;
+    assert!(!exists(c, "#build-form").await, "a viewer is offered no Build form");
+    c.goto(&format!("{base}/builds/{id}")).await.expect("open build");
+    assert!(!exists(c, "#deploy").await, "a viewer is offered no Deploy button");
+    let csrf = attr(c, "input[name=csrf]", "value").await.expect("the sign-out form's token");
+    assert_eq!(post_from_page(c, &format!("/builds/{id}/deploy"), &format!("csrf={csrf}")).await, 403);
+    let status = node
+        .client(VIEWER)
+        .deployment(&cascade_core::ServiceName::parse("hello").expect("service"))
+        .await
+        .expect("deployment status");
+    assert_eq!(status.desired.map(|d| d.generation), Some(1), "the viewer's POST changed nothing");
+
+    // The OpenAPI document is served beside the API.
+    let doc: serde_json::Value =
+        reqwest::get(format!("{base}/api/v1/openapi.json")).await.expect("openapi").json().await.expect("json");
+    assert!(doc["paths"]["/api/v1/builds"]["post"].is_object());
+    client.close().await.expect("close the browser");
+}

@@ -1,0 +1,220 @@
+//! Services: the desired version and generation, rollout progress per region and cluster, a chart of hosts
+//! active, the deploy history, and rollback to the previous build.
+
+use super::layout::{csrf_field, page};
+use super::time;
+use crate::{ConsoleBackend, Reject, Shared};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Redirect;
+use axum::Form;
+use cascade_core::api::{DeployRequest, Role};
+use cascade_core::state::{ClusterRollout, DesiredVersion, RolloutCounts};
+use cascade_core::{ClusterName, JobId, Region, ServiceName};
+use maud::{html, Markup, PreEscaped};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// `GET /services`: every deployed service.
+pub async fn list<B: ConsoleBackend>(State(console): State<Shared<B>>, headers: HeaderMap) -> Result<Markup, Reject> {
+    let session = crate::session_of(&console, &headers)?;
+    let desired: Vec<DesiredVersion> = console.backend.read(|state, _| state.desired.values().cloned().collect());
+    Ok(page(
+        "Services",
+        Some(&session),
+        html! {
+            h1 { "Services" }
+            div #live {
+                table.list {
+                    thead { tr { th { "service" } th { "desired build" } th { "generation" } th { "deployed by" } th { "when" } } }
+                    tbody {
+                        @for d in &desired {
+                            tr {
+                                td { a href={"/services/" (d.service)} { (d.service) } }
+                                td { a href={"/builds/" (d.build)} { "#" (d.build) } }
+                                td { (d.generation) }
+                                td { (d.set_by) }
+                                td { (time(d.set_at)) }
+                            }
+                        }
+                        @if desired.is_empty() { tr { td colspan="5" { "Nothing deployed yet: deploy a succeeded build from its page." } } }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+struct ServiceView {
+    desired: Option<DesiredVersion>,
+    history: Vec<DesiredVersion>,
+    rollout: BTreeMap<(Region, ClusterName), ClusterRollout>,
+}
+
+fn percent(part: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (part as f64 * 100.0 / total as f64).min(100.0)
+    }
+}
+
+/// A stacked bar: active, verified, fetching, failed, out of total.
+fn bar(label: &str, c: &RolloutCounts) -> Markup {
+    let segments = [("active", c.active), ("verified", c.verified), ("fetching", c.fetching), ("failed", c.failed)];
+    html! {
+        div.progress data-label=(label) data-active=(c.active) data-total=(c.total) {
+            div.label {
+                strong { (label) } " "
+                span.muted { (c.active) " / " (c.total) " active (" (format!("{:.0}", percent(c.active, c.total))) " %), "
+                    (c.verified) " verified, " (c.fetching) " fetching, " (c.failed) " failed" }
+            }
+            div.track {
+                @for (class, n) in segments {
+                    @if n > 0 { div class={"seg " (class)} style={"width:" (format!("{:.2}", percent(n, c.total))) "%"} {} }
+                }
+            }
+        }
+    }
+}
+
+fn sum(counts: impl Iterator<Item = RolloutCounts>) -> RolloutCounts {
+    counts.fold(RolloutCounts::default(), |a, c| RolloutCounts {
+        total: a.total + c.total,
+        fetching: a.fetching + c.fetching,
+        verified: a.verified + c.verified,
+        active: a.active + c.active,
+        failed: a.failed + c.failed,
+    })
+}
+
+/// Hosts active against time, from each cluster's latest report (the state keeps the latest per cluster): a
+/// step line that rises as clusters report, drawn as inline SVG by the server.
+pub fn chart(rollout: &BTreeMap<(Region, ClusterName), ClusterRollout>, since: u64) -> Markup {
+    let (w, h, pad) = (600.0_f64, 160.0_f64, 30.0_f64);
+    let mut reports: Vec<&ClusterRollout> = rollout.values().collect();
+    reports.sort_by_key(|r| r.reported_at);
+    let total: u64 = reports.iter().map(|r| r.counts.total).sum::<u64>().max(1);
+    let end = reports.last().map_or(since + 1, |r| r.reported_at.0.max(since + 1));
+    let x = |t: u64| pad + (t.saturating_sub(since) as f64 / (end - since) as f64) * (w - 2.0 * pad);
+    let y = |n: u64| h - pad - (n as f64 / total as f64) * (h - 2.0 * pad);
+    let mut points = format!("{:.1},{:.1}", x(since), y(0));
+    let mut active = 0;
+    for r in &reports {
+        points.push_str(&format!(" {:.1},{:.1}", x(r.reported_at.0), y(active)));
+        active += r.counts.active;
+        points.push_str(&format!(" {:.1},{:.1}", x(r.reported_at.0), y(active)));
+    }
+    let svg = format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"hosts active over time\">\
+         <line x1=\"{pad}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" class=\"axis\"/>\
+         <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{b}\" class=\"axis\"/>\
+         <text x=\"2\" y=\"{t}\" class=\"tick\">{total}</text><text x=\"2\" y=\"{b}\" class=\"tick\">0</text>\
+         <text x=\"{r}\" y=\"{h}\" class=\"tick\" text-anchor=\"end\">+{secs:.0} s</text>\
+         <polyline points=\"{points}\" class=\"line\"/></svg>",
+        b = h - pad,
+        r = w - pad,
+        t = pad + 4.0,
+        secs = (end - since) as f64 / 1000.0,
+    );
+    PreEscaped(svg)
+}
+
+/// `GET /services/{name}`
+pub async fn show<B: ConsoleBackend>(
+    State(console): State<Shared<B>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Markup, Reject> {
+    let session = crate::session_of(&console, &headers)?;
+    let service = ServiceName::parse(name).map_err(|e| Reject::not_found(e.to_string()))?;
+    let view = console.backend.read(|state, _| {
+        let desired = state.desired.get(&service).cloned();
+        let history = state.deploy_history.get(&service).map(|h| h.iter().rev().cloned().collect()).unwrap_or_default();
+        let rollout = desired
+            .as_ref()
+            .and_then(|d| state.rollouts.get(&(service.clone(), d.generation)).cloned())
+            .unwrap_or_default();
+        ServiceView { desired, history, rollout }
+    });
+    let previous = view.desired.as_ref().and_then(|d| view.history.iter().find(|h| h.build != d.build));
+    let mut regions: BTreeMap<&Region, Vec<(&ClusterName, &ClusterRollout)>> = BTreeMap::new();
+    for ((region, cluster), r) in &view.rollout {
+        regions.entry(region).or_default().push((cluster, r));
+    }
+    let title = format!("Service {service}");
+    Ok(page(
+        &title,
+        Some(&session),
+        html! {
+            h1 { (title) }
+            div #live {
+                @match &view.desired {
+                    None => p #desired { "Never deployed. Deploy a succeeded build of " (service) " from its build page." },
+                    Some(d) => {
+                        dl.facts #desired {
+                            dt { "desired build" } dd { a #desired-build href={"/builds/" (d.build)} { "#" (d.build) } }
+                            dt { "generation" } dd #generation { (d.generation) }
+                            dt { "artifact" } dd.mono { (d.artifact.digest) }
+                            dt { "deployed by" } dd { (d.set_by) " at " (time(d.set_at)) }
+                        }
+                        @if let (Some(p), true) = (previous, session.allows(Role::Deployer)) {
+                            form.inline method="post" action={"/services/" (service) "/rollback"} {
+                                (csrf_field(&session))
+                                input type="hidden" name="build" value=(p.build);
+                                button #rollback type="submit" { "Roll back to build #" (p.build) }
+                            }
+                        }
+                        h2 { "Rollout of generation " (d.generation) }
+                        @if regions.is_empty() {
+                            p.muted #rollout { "No region has reported yet: region agents report host counts here as they fan the artifact out." }
+                        } @else {
+                            div #rollout {
+                                (bar("all regions", &sum(view.rollout.values().map(|r| r.counts))))
+                                @for (region, clusters) in &regions {
+                                    h3 { (region) }
+                                    (bar(region.as_str(), &sum(clusters.iter().map(|(_, r)| r.counts))))
+                                    @for (cluster, r) in clusters { div.indent { (bar(cluster.as_str(), &r.counts)) } }
+                                }
+                            }
+                            h3 { "Hosts active" }
+                            (chart(&view.rollout, d.set_at.0))
+                        }
+                    }
+                }
+                h2 { "History" }
+                table.list #history {
+                    thead { tr { th { "generation" } th { "build" } th { "deployed by" } th { "when" } } }
+                    tbody {
+                        @for h in &view.history {
+                            tr { td { (h.generation) } td { a href={"/builds/" (h.build)} { "#" (h.build) } } td { (h.set_by) } td { (time(h.set_at)) } }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// Fields of the rollback form.
+#[derive(Deserialize)]
+pub struct RollbackForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    build: u64,
+}
+
+/// `POST /services/{name}/rollback`: deploys an earlier build again (a new generation).
+pub async fn rollback<B: ConsoleBackend>(
+    State(console): State<Shared<B>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<RollbackForm>,
+) -> Result<Redirect, Reject> {
+    let session = crate::authorize_post(&console, &headers, &form.csrf, Role::Deployer)?;
+    let service = ServiceName::parse(name).map_err(|e| Reject::not_found(e.to_string()))?;
+    let request = DeployRequest { service: service.clone(), build: JobId(form.build) };
+    console.backend.deploy(session.principal.clone(), request).await?;
+    Ok(Redirect::to(&format!("/services/{service}")))
+}
