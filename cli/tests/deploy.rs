@@ -1,5 +1,6 @@
 //! Deploys end to end with real processes on loopback: 3 voters, a learner per region (us, eu), a worker, a
-//! region manager per region and 12 host agents per region fanning a ~256 MiB artifact out over QUIC.
+//! region manager per region and 12 host agents per region fanning an artifact out over QUIC (~60 MiB by
+//! default, ~256 MiB with `CASCADE_DEPLOY_TEST_SEQ=31000000`).
 
 mod common;
 
@@ -19,9 +20,11 @@ fn hosts_per_region() -> usize {
     std::env::var("CASCADE_DEPLOY_TEST_HOSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(12)
 }
 
-/// `seq 1 N` is about 8.6 bytes per number: 31,000,000 numbers make ~256 MiB of distinct chunks.
+/// `seq 1 N` makes distinct chunks: 8,000,000 numbers are ~60 MiB (the default, so that 24 hosts holding
+/// three releases each fit a CI disk), 31,000,000 are ~256 MiB (`CASCADE_DEPLOY_TEST_SEQ=31000000`, which
+/// needs ~25 GB free).
 fn seq_count() -> u64 {
-    std::env::var("CASCADE_DEPLOY_TEST_SEQ").ok().and_then(|v| v.parse().ok()).unwrap_or(31_000_000)
+    std::env::var("CASCADE_DEPLOY_TEST_SEQ").ok().and_then(|v| v.parse().ok()).unwrap_or(8_000_000)
 }
 
 fn recipe(command: &str) -> String {

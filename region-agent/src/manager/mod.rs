@@ -282,14 +282,9 @@ async fn control_stream(
             }
         }
     });
-    loop {
-        match read_frame::<HostMessage>(&mut recv).await {
-            Ok(Some(message)) => {
-                if events.send(Event::Host { id, message }).is_err() {
-                    break;
-                }
-            }
-            Ok(None) | Err(_) => break,
+    while let Ok(Some(message)) = read_frame::<HostMessage>(&mut recv).await {
+        if events.send(Event::Host { id, message }).is_err() {
+            break;
         }
     }
     writer.abort();
