@@ -125,7 +125,10 @@ async fn deploy_fans_out_verifies_reuses_rolls_back_and_survives_faults() {
     let repo = TestRepo::new(dir.path());
     let n = seq_count();
     let a = repo.commit("v1", &[("cascade.toml", &recipe(&format!("mkdir -p out && seq 1 {n} > out/app")))]);
-    let b = repo.commit("v2", &[("cascade.toml", &recipe(&format!("mkdir -p out && seq 1 {n} > out/app && echo v2 >> out/app")))]);
+    let b = repo.commit(
+        "v2",
+        &[("cascade.toml", &recipe(&format!("mkdir -p out && seq 1 {n} > out/app && echo v2 >> out/app")))],
+    );
     let d = repo.commit("v3", &[("cascade.toml", &recipe(&format!("mkdir -p out && seq 2 {} > out/app", n + 1)))]);
     let broken = repo.commit("broken", &[("cascade.toml", &recipe("exit 1"))]);
     let servers: Vec<String> = specs.iter().map(|s| s.addr()).collect();
@@ -142,7 +145,9 @@ async fn deploy_fans_out_verifies_reuses_rolls_back_and_survives_faults() {
         let store = stores.regions[*region].clone();
         let manager = AgentProcess::manager(dir.path(), region, &order, WORKER, &store);
         let region_hosts = (0..per_region)
-            .map(|h| AgentProcess::host(dir.path(), &format!("{region}-host{h}"), manager.addr, *region == "us" && h == 3))
+            .map(|h| {
+                AgentProcess::host(dir.path(), &format!("{region}-host{h}"), manager.addr, *region == "us" && h == 3)
+            })
             .collect();
         managers.push(manager);
         hosts.push(region_hosts);

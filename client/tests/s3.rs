@@ -30,7 +30,9 @@ fn start_moto() -> (Moto, String) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {binary} -m moto.server ({e}): install it with `pip install 'moto[server]'`"));
+        .unwrap_or_else(|e| {
+            panic!("cannot start {binary} -m moto.server ({e}): install it with `pip install 'moto[server]'`")
+        });
     let moto = Moto(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

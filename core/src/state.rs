@@ -579,11 +579,8 @@ impl State {
         generation: u64,
         control: RolloutControl,
     ) -> CommandResult {
-        let refuse = |what: &str| CommandError::RolloutControl {
-            service: service.clone(),
-            generation,
-            what: what.to_string(),
-        };
+        let refuse =
+            |what: &str| CommandError::RolloutControl { service: service.clone(), generation, what: what.to_string() };
         let desired = self.desired.get(service).ok_or_else(|| refuse("the service was never deployed"))?;
         if desired.generation != generation {
             return Err(refuse(&format!("only the current generation {} can be controlled", desired.generation)));

@@ -164,7 +164,11 @@ async fn control_session(host: Arc<Host>) -> anyhow::Result<()> {
                         match prepared {
                             Ok((held, reused)) => {
                                 tracing::info!(%service, generation, %digest, held = held.len(), reused, "prepared");
-                                host.status.lock().expect("status lock").local.insert(digest.to_string(), held.len() as u32);
+                                host.status
+                                    .lock()
+                                    .expect("status lock")
+                                    .local
+                                    .insert(digest.to_string(), held.len() as u32);
                                 host.save_status();
                                 let _ = tx.send(HostMessage::Have { digest, chunks: held });
                             }
@@ -295,7 +299,9 @@ async fn serve_chunks(host: Arc<Host>) {
             while let Ok((mut send, mut recv)) = connection.accept_bi().await {
                 let host = host.clone();
                 tokio::spawn(async move {
-                    let Ok(Some(StreamOpen::Chunk(request))) = read_frame::<StreamOpen>(&mut recv).await else { return };
+                    let Ok(Some(StreamOpen::Chunk(request))) = read_frame::<StreamOpen>(&mut recv).await else {
+                        return;
+                    };
                     let read = {
                         let releases = host.releases.lock().expect("releases lock");
                         releases.get(&request.digest).map(|d| d.read_chunk(request.chunk))
@@ -331,7 +337,8 @@ async fn activate(
     generation: u64,
     digest: Digest,
 ) {
-    let previous = std::fs::read_link(host.config.data_dir.join("services").join(service.as_str()).join("current")).ok();
+    let previous =
+        std::fs::read_link(host.config.data_dir.join("services").join(service.as_str()).join("current")).ok();
     let installed = {
         let host = host.clone();
         let (service, digest) = (service.clone(), digest.clone());
@@ -370,7 +377,12 @@ async fn activate(
     let _ = tx.send(message);
 }
 
-async fn run_hook(hook: &str, release: &std::path::Path, service: &ServiceName, timeout: Duration) -> Result<(), String> {
+async fn run_hook(
+    hook: &str,
+    release: &std::path::Path,
+    service: &ServiceName,
+    timeout: Duration,
+) -> Result<(), String> {
     let mut child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(hook)

@@ -113,7 +113,8 @@ impl Releases {
         let release_file = self.release_dir(&digest).join("artifact");
         if release_file.exists() {
             let file = File::open(&release_file)?;
-            let download = Download { manifest: manifest.clone(), path: release_file, file, verified: vec![true; chunks] };
+            let download =
+                Download { manifest: manifest.clone(), path: release_file, file, verified: vec![true; chunks] };
             let held = download.held();
             self.downloads.insert(digest, download);
             return Ok((held, 0));
@@ -134,12 +135,13 @@ impl Releases {
         }
         // Reuse: chunks with the same hash in a kept release are copied, not fetched.
         let mut reused = 0;
-        let wanted: HashMap<&Digest, Vec<u32>> = manifest.chunks.iter().enumerate().fold(HashMap::new(), |mut m, (i, h)| {
-            if !download.verified[i] {
-                m.entry(h).or_default().push(i as u32);
-            }
-            m
-        });
+        let wanted: HashMap<&Digest, Vec<u32>> =
+            manifest.chunks.iter().enumerate().fold(HashMap::new(), |mut m, (i, h)| {
+                if !download.verified[i] {
+                    m.entry(h).or_default().push(i as u32);
+                }
+                m
+            });
         for other in self.downloads.values().filter(|d| d.complete()) {
             for (index, hash) in other.manifest.chunks.iter().enumerate() {
                 let Some(targets) = wanted.get(hash) else { continue };
@@ -213,10 +215,8 @@ impl Releases {
             }
         }
         let Ok(entries) = std::fs::read_dir(self.root.join("releases")) else { return };
-        let mut releases: Vec<(std::time::SystemTime, PathBuf)> = entries
-            .flatten()
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
+        let mut releases: Vec<(std::time::SystemTime, PathBuf)> =
+            entries.flatten().filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path()))).collect();
         releases.sort();
         let excess = releases.len().saturating_sub(self.keep);
         for (_, path) in releases.into_iter().take(excess) {

@@ -151,8 +151,8 @@ pub fn endpoint(files: &TlsFiles, bind: SocketAddr) -> Result<quinn::Endpoint, T
     let mut client = quinn::ClientConfig::new(Arc::new(client));
     client.transport_config(transport());
 
-    let mut endpoint = quinn::Endpoint::server(server, bind)
-        .map_err(|source| TlsError::Io { path: format!("UDP {bind}"), source })?;
+    let mut endpoint =
+        quinn::Endpoint::server(server, bind).map_err(|source| TlsError::Io { path: format!("UDP {bind}"), source })?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }

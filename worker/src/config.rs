@@ -136,9 +136,14 @@ mod tests {
     #[test]
     fn credentials_match_the_longest_prefix() {
         let mut config: WorkerConfig = toml::from_str(include_str!("../../examples/worker.toml")).unwrap();
-        let credential = |prefix: &str| GitCredential { url_prefix: prefix.into(), username: prefix.into(), password: "p".into() };
-        config.git_credentials = vec![credential("https://git.example.com/"), credential("https://git.example.com/team/")];
-        assert_eq!(config.credential_for("https://git.example.com/team/app.git").unwrap().username, "https://git.example.com/team/");
+        let credential =
+            |prefix: &str| GitCredential { url_prefix: prefix.into(), username: prefix.into(), password: "p".into() };
+        config.git_credentials =
+            vec![credential("https://git.example.com/"), credential("https://git.example.com/team/")];
+        assert_eq!(
+            config.credential_for("https://git.example.com/team/app.git").unwrap().username,
+            "https://git.example.com/team/"
+        );
         assert!(config.credential_for("https://other.example.com/x.git").is_none());
     }
 }

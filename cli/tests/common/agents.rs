@@ -80,8 +80,15 @@ impl AgentProcess {
         );
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
-        let mut agent =
-            Self { name: name.clone(), config: path, log: dir.join(format!("{name}.log")), data_dir, addr, role: "manager", child: None };
+        let mut agent = Self {
+            name: name.clone(),
+            config: path,
+            log: dir.join(format!("{name}.log")),
+            data_dir,
+            addr,
+            role: "manager",
+            child: None,
+        };
         agent.spawn();
         agent
     }
@@ -97,8 +104,15 @@ impl AgentProcess {
         );
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
-        let mut agent =
-            Self { name: name.into(), config: path, log: dir.join(format!("{name}.log")), data_dir, addr, role: "host", child: None };
+        let mut agent = Self {
+            name: name.into(),
+            config: path,
+            log: dir.join(format!("{name}.log")),
+            data_dir,
+            addr,
+            role: "host",
+            child: None,
+        };
         agent.spawn();
         agent
     }

@@ -139,7 +139,10 @@ impl Manager {
         rollout.phase = Phase::Running { manifest: manifest.clone(), scheduler };
         let hosts: Vec<u32> = self.live_hosts().collect();
         for host in hosts {
-            self.send(host, ManagerMessage::Prepare { service: service.clone(), generation, manifest: manifest.clone() });
+            self.send(
+                host,
+                ManagerMessage::Prepare { service: service.clone(), generation, manifest: manifest.clone() },
+            );
         }
     }
 
@@ -215,12 +218,19 @@ impl Manager {
                 };
                 messages.push((
                     transfer.to.0,
-                    ManagerMessage::Fetch { digest: manifest.digest.clone(), chunk: transfer.chunk.0, from: transfer.from.0, addr },
+                    ManagerMessage::Fetch {
+                        digest: manifest.digest.clone(),
+                        chunk: transfer.chunk.0,
+                        from: transfer.from.0,
+                        addr,
+                    },
                 ));
             }
             reports.extend(scheduler.drain_reports());
             for host in rollout.joined.iter().copied() {
-                let done = rollout.activated.contains(&host) || rollout.activating.contains(&host) || rollout.failed.contains(&host);
+                let done = rollout.activated.contains(&host)
+                    || rollout.activating.contains(&host)
+                    || rollout.failed.contains(&host);
                 if !done && scheduler.is_complete(HostId(host)) {
                     rollout.activating.insert(host);
                     messages.push((

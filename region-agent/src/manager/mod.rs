@@ -76,15 +76,25 @@ pub struct ManagerStatus {
 
 enum Event {
     Desired(DesiredVersions),
-    Ready { service: ServiceName, generation: u64, manifest: Manifest },
+    Ready {
+        service: ServiceName,
+        generation: u64,
+        manifest: Manifest,
+    },
     HostJoined {
         name: String,
         addr: SocketAddr,
         tx: mpsc::UnboundedSender<ManagerMessage>,
         id: oneshot::Sender<(u32, u64)>,
     },
-    Host { id: u32, message: HostMessage },
-    HostGone { id: u32, session: u64 },
+    Host {
+        id: u32,
+        message: HostMessage,
+    },
+    HostGone {
+        id: u32,
+        session: u64,
+    },
     Tick,
 }
 
@@ -245,7 +255,8 @@ async fn accept(
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else { return };
             while let Ok((send, mut recv)) = connection.accept_bi().await {
-                let (events, store, manifests, served) = (events.clone(), store.clone(), manifests.clone(), served.clone());
+                let (events, store, manifests, served) =
+                    (events.clone(), store.clone(), manifests.clone(), served.clone());
                 tokio::spawn(async move {
                     match read_frame::<StreamOpen>(&mut recv).await {
                         Ok(Some(StreamOpen::Control { name, data_addr })) => {
