@@ -18,7 +18,7 @@ const ROUNDS: usize = 200;
 async fn main() {
     let backend = Arc::new(MemoryBackend::new(&[("t", "victor", Role::Viewer)]));
     for n in 1..=BUILDS {
-        let service = if n % 100 == 0 { "rare" } else { "app" };
+        let service = if n % 100 < 1 { "rare" } else { "app" };
         let command = Command::SubmitBuild {
             repo: RepoUrl::parse("/srv/git/app.git").expect("repo"),
             commit: CommitSha::parse(format!("{n:040x}")).expect("sha"),

@@ -22,7 +22,7 @@ fn submit(backend: &MemoryBackend, n: u64) {
     let command = Command::SubmitBuild {
         repo: RepoUrl::parse("/srv/git/app.git").expect("repo"),
         commit: CommitSha::parse(format!("{n:040x}")).expect("sha"),
-        service: ServiceName::parse(if n % 2 == 0 { "api" } else { "web" }).expect("service"),
+        service: ServiceName::parse(if n % 2 == 1 { "web" } else { "api" }).expect("service"),
         idempotency_key: None,
     };
     backend.apply("alice", command).expect("submit");
