@@ -154,7 +154,15 @@ async fn workers_build_exact_commits_fail_clearly_and_replicate_artifacts() {
         assert_eq!(size, artifact.size);
     }
     // The region whose store is down shows the error and stays pending; the others are unaffected.
+    // Regions proceed independently: the dead store's error arrives after its client gives up retrying.
     let down = cascade_core::Region::parse("down").unwrap();
+    let is_error = |d: &BuildDetail| {
+        matches!(
+            d.artifact_record.as_ref().and_then(|r| r.replication.get(&down)),
+            Some(ReplicationStatus::Error { .. })
+        )
+    };
+    let detail = wait_detail(&builder, ids[0], Duration::from_secs(120), "error in the dead region", is_error).await;
     match detail.artifact_record.as_ref().unwrap().replication.get(&down) {
         Some(ReplicationStatus::Error { reason }) => assert!(reason.contains("store of down"), "{reason}"),
         other => panic!("region with a dead store: {other:?}"),
@@ -262,11 +270,12 @@ async fn a_killed_workers_job_is_requeued_and_its_old_lease_refused() {
     assert_eq!(err.status().map(|s| s.as_u16()), Some(409), "{err}");
 }
 
-/// A large artifact (2 GiB unless `CASCADE_BIG_ARTIFACT_MIB` says otherwise) streams through the worker with
-/// bounded memory and reaches three regional stores.
+/// A large artifact streams through the worker with bounded memory and reaches three regional stores.
+/// 1 GiB by default (the test holds five copies on disk); the 2 GiB figure in docs/BENCHMARKS.md is
+/// `CASCADE_BIG_ARTIFACT_MIB=2048`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_artifact_uploads_in_bounded_memory_and_replicates() {
-    let mib: u64 = std::env::var("CASCADE_BIG_ARTIFACT_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
+    let mib: u64 = std::env::var("CASCADE_BIG_ARTIFACT_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
     let dir = tempfile::tempdir().unwrap();
     let repo = TestRepo::new(dir.path());
     let command = format!("mkdir -p out && head -c {} /dev/urandom > out/big.bin", mib * 1024 * 1024);
