@@ -8,7 +8,7 @@ use crate::replication::Blobs;
 use axum::Router;
 use cascade_core::api::{BuildLog, ClusterStatus, DeployRequest, Role, SubmitBuildRequest};
 use cascade_core::state::DesiredVersion;
-use cascade_core::{Command, CommandOutput, Job, JobId, JobStatus, Manifest, Principal, State};
+use cascade_core::{Command, CommandOutput, Job, JobId, JobStatus, Manifest, Principal, ServiceName, State};
 use cascade_web::{BackendError, ConsoleBackend};
 use constant_time_eq::constant_time_eq;
 use object_store::path::Path as ObjectKey;
@@ -102,6 +102,13 @@ impl ConsoleBackend for NodeConsole {
     async fn deploy(&self, actor: Principal, request: DeployRequest) -> Result<DesiredVersion, BackendError> {
         let command = Command::SetDesiredVersion { service: request.service, build: request.build };
         match self.command(actor, command).await? {
+            CommandOutput::Desired(desired) => Ok(desired),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn rollback(&self, actor: Principal, service: ServiceName) -> Result<DesiredVersion, BackendError> {
+        match self.command(actor, Command::Rollback { service }).await? {
             CommandOutput::Desired(desired) => Ok(desired),
             other => Err(unexpected(other)),
         }

@@ -3,7 +3,7 @@
 
 use cascade_core::api::{BuildLog, ClusterStatus, DeployRequest, Role, SubmitBuildRequest};
 use cascade_core::state::DesiredVersion;
-use cascade_core::{Job, JobId, Principal, State};
+use cascade_core::{Job, JobId, Principal, ServiceName, State};
 use std::future::Future;
 use std::time::Duration;
 
@@ -58,6 +58,13 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         &self,
         actor: Principal,
         request: DeployRequest,
+    ) -> impl Future<Output = Result<DesiredVersion, BackendError>> + Send;
+
+    /// Deploys the service's previous good build again; core's `Command::Rollback` picks which.
+    fn rollback(
+        &self,
+        actor: Principal,
+        service: ServiceName,
     ) -> impl Future<Output = Result<DesiredVersion, BackendError>> + Send;
 
     /// The end (at most `tail` bytes) of a build's latest attempt log, the source of `/api/v1/builds/{id}/log`.

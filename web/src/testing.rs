@@ -5,7 +5,7 @@ use crate::backend::{BackendError, ConsoleBackend};
 use cascade_core::api::{BuildLog, ClusterStatus, DeployRequest, Role, SubmitBuildRequest};
 use cascade_core::state::DesiredVersion;
 use cascade_core::{
-    Command, CommandError, CommandOutput, CommandResult, Job, JobId, Principal, Request, State, UnixMillis,
+    Command, CommandError, CommandOutput, CommandResult, Job, JobId, Principal, Request, ServiceName, State, UnixMillis,
 };
 use std::sync::RwLock;
 use std::time::Duration;
@@ -100,6 +100,13 @@ impl ConsoleBackend for MemoryBackend {
 
     async fn deploy(&self, actor: Principal, r: DeployRequest) -> Result<DesiredVersion, BackendError> {
         match self.run(actor, Command::SetDesiredVersion { service: r.service, build: r.build })? {
+            CommandOutput::Desired(desired) => Ok(desired),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn rollback(&self, actor: Principal, service: ServiceName) -> Result<DesiredVersion, BackendError> {
+        match self.run(actor, Command::Rollback { service })? {
             CommandOutput::Desired(desired) => Ok(desired),
             other => Err(unexpected(other)),
         }

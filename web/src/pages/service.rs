@@ -8,9 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Redirect;
 use axum::Form;
-use cascade_core::api::{DeployRequest, Role};
+use cascade_core::api::Role;
 use cascade_core::state::{ClusterRollout, DesiredVersion, RolloutCounts};
-use cascade_core::{ClusterName, JobId, Region, ServiceName};
+use cascade_core::{ClusterName, Region, ServiceName};
 use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -161,7 +161,6 @@ pub async fn show<B: ConsoleBackend>(
                         @if let (Some(p), true) = (previous, session.allows(Role::Deployer)) {
                             form.inline method="post" action={"/services/" (service) "/rollback"} {
                                 (csrf_field(&session))
-                                input type="hidden" name="build" value=(p.build);
                                 button #rollback type="submit" { "Roll back to build #" (p.build) }
                             }
                         }
@@ -201,8 +200,6 @@ pub async fn show<B: ConsoleBackend>(
 pub struct RollbackForm {
     #[serde(default)]
     csrf: String,
-    #[serde(default)]
-    build: u64,
 }
 
 /// `POST /services/{name}/rollback`: deploys an earlier build again (a new generation).
@@ -214,7 +211,6 @@ pub async fn rollback<B: ConsoleBackend>(
 ) -> Result<Redirect, Reject> {
     let session = crate::authorize_post(&console, &headers, &form.csrf, Role::Deployer)?;
     let service = ServiceName::parse(name).map_err(|e| Reject::not_found(e.to_string()))?;
-    let request = DeployRequest { service: service.clone(), build: JobId(form.build) };
-    console.backend.deploy(session.principal.clone(), request).await?;
+    console.backend.rollback(session.principal.clone(), service.clone()).await?;
     Ok(Redirect::to(&format!("/services/{service}")))
 }
