@@ -1,6 +1,7 @@
 //! The Raft log on RocksDB: entries keyed by big-endian index, plus the vote, the committed id and the
 //! last purged id in a metadata family.
 
+use super::contiguous_from;
 use super::rocks::{blocking, CF_LOGS, CF_META};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -77,6 +78,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
+        self.read_from(start, end, false).await
+    }
+
+    /// The replication read: only the run starting exactly at `start` ([`super::contiguous_from`]).
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.read_from(start, Some(end), true).await
+    }
+}
+
+impl LogStore {
+    /// Entries from `start` up to `end` (exclusive, `None` for all); with `contiguous`, only the run that
+    /// begins exactly at `start` (the iterator stops at the first missing index).
+    async fn read_from(&self, start: u64, end: Option<u64>, contiguous: bool) -> Result<Vec<Entry>, StorageError> {
         let db = self.db.clone();
         blocking(move || {
             let cf = db.cf_handle(CF_LOGS).ok_or("missing logs column family")?;
@@ -85,12 +102,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
             for item in db.iterator_cf(&cf, IteratorMode::From(&key, Direction::Forward)) {
                 let (key, value) = item.map_err(|e| e.to_string())?;
                 let index = u64::from_be_bytes(key.as_ref().try_into().map_err(|_| "bad log key")?);
-                if end.is_some_and(|end| index >= end) {
+                if end.is_some_and(|end| index >= end) || (contiguous && index != start + entries.len() as u64) {
                     break;
                 }
                 entries.push(bincode::deserialize::<Entry>(&value).map_err(|e| format!("corrupt entry {index}: {e}"))?);
             }
-            Ok(entries)
+            Ok(if contiguous { contiguous_from(start, end.unwrap_or(u64::MAX), entries) } else { entries })
         })
         .await
         .map_err(io_read)
@@ -205,5 +222,40 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
         .map_err(io_write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::testing::{blank_ent, log_id};
+
+    /// Seed 3358's read: entries 44..=69 written, purged up to 68, then a replication read of `[44, 70)`.
+    #[tokio::test]
+    async fn a_replication_read_of_a_purged_start_returns_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = super::super::open_db(dir.path()).expect("open db");
+        {
+            let cf = db.cf_handle(CF_LOGS).expect("logs family");
+            for index in 44..70 {
+                let entry: Entry = blank_ent::<TypeConfig>(1, 1, index);
+                db.put_cf(&cf, index_key(index), bincode::serialize(&entry).expect("encode")).expect("put");
+            }
+        }
+        let mut store = LogStore::new(db);
+        let read = |entries: Vec<Entry>| entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        assert_eq!(read(store.limited_get_log_entries(44, 70).await.expect("read")), (44..70).collect::<Vec<_>>());
+
+        store.purge(log_id(1, 1, 68)).await.expect("purge");
+        assert!(store.limited_get_log_entries(44, 70).await.expect("read").is_empty());
+        assert_eq!(read(store.limited_get_log_entries(69, 70).await.expect("read")), vec![69]);
+        assert!(store.limited_get_log_entries(70, 70).await.expect("read").is_empty());
+        // openraft's own contract for the general read is unchanged: missing entries are skipped.
+        assert_eq!(read(store.try_get_log_entries(44..70).await.expect("read")), vec![69]);
+        let state = store.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 68)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 1, 69)));
+        drop(store);
+        dir.close().expect("remove temp dir");
     }
 }

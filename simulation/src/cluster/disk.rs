@@ -8,6 +8,7 @@
 //! `fsync` returns would. The simulation holds the `SimDisk` across restarts; each incarnation of the node
 //! gets a fresh [`SimLogStore`] on it.
 
+use cascade_raft_node::store::contiguous_from;
 use cascade_raft_node::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, Vote};
@@ -63,6 +64,7 @@ struct Platters {
     unsynced: Vec<Op>,
     sync_delay: Duration,
     fsync_is_a_no_op: bool,
+    replication_reads_purged_ranges: bool,
 }
 
 /// A host's disk, shared between the simulation (which crashes it) and the node's log store.
@@ -101,6 +103,12 @@ impl SimDisk {
     /// nothing would; a crash then loses acknowledged writes (votes and log entries alike).
     pub fn set_fsync_is_a_no_op(&self, on: bool) {
         self.lock().fsync_is_a_no_op = on;
+    }
+
+    /// Test-only bug: replication reads return what is left of a range whose start was purged, as the
+    /// stores did before seed 3358 was fixed.
+    pub fn set_replication_reads_purged_ranges(&self, on: bool) {
+        self.lock().replication_reads_purged_ranges = on;
     }
 
     /// Whether a write is waiting for its sync (a crash now would lose it).
@@ -166,6 +174,20 @@ impl RaftLogReader<TypeConfig> for SimLogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         Ok(self.disk.lock().cache.logs.range(range).map(|(_, e)| e.clone()).collect())
+    }
+
+    /// The replication read, as the production stores do it: only the run starting exactly at `start`,
+    /// nothing once `start` is purged (seed 3358; `cascade_raft_node::store::contiguous_from`).
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let p = self.disk.lock();
+        let held = p.cache.logs.range(start..end).map(|(_, e)| e.clone());
+        if p.replication_reads_purged_ranges {
+            return Ok(held.collect());
+        }
+        Ok(contiguous_from(start, end, held))
     }
 }
 

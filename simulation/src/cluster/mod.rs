@@ -38,11 +38,21 @@ pub struct Options {
     /// Test-only bug: every disk's `fsync` does nothing, so crashes lose acknowledged writes. The
     /// simulation's self-test turns it on to show the invariants catch a storage bug.
     pub fsync_is_a_no_op: bool,
+    /// Test-only bug: a replication read returns whatever entries of its range are still held, even when
+    /// its start was purged, as the stores did before seed 3358 was fixed. The regression test turns it on
+    /// to show the seed still reaches the situation.
+    pub replication_reads_purged_ranges: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { faults: true, liveness: true, liveness_bound: Duration::from_secs(90), fsync_is_a_no_op: false }
+        Self {
+            faults: true,
+            liveness: true,
+            liveness_bound: Duration::from_secs(90),
+            fsync_is_a_no_op: false,
+            replication_reads_purged_ranges: false,
+        }
     }
 }
 

@@ -67,6 +67,7 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
     let host_names = register(&shared, &scenario);
     for slot in &shared.borrow().nodes {
         slot.disk.set_fsync_is_a_no_op(options.fsync_is_a_no_op);
+        slot.disk.set_replication_reads_purged_ranges(options.replication_reads_purged_ranges);
     }
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
