@@ -112,6 +112,32 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(transport)
 }
 
+/// UDP socket buffers asked for, each way. The kernel's default (`net.core.rmem_default`, ~208 KiB) holds
+/// about 150 datagrams: a burst from a fast sender, or a receiver busy verifying a chunk for a moment,
+/// overflows it, and every dropped datagram costs QUIC a loss recovery and a congestion-window cut. The
+/// kernel caps the request at `net.core.rmem_max` / `wmem_max` (4 MiB on the development VM).
+const SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Binds the endpoint's UDP socket with buffers raised for bulk transfer (best effort: a smaller buffer
+/// than asked is still a working socket).
+fn bulk_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    if let Err(e) = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES) {
+        tracing::warn!(%bind, "cannot raise the UDP receive buffer: {e}");
+    }
+    if let Err(e) = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES) {
+        tracing::warn!(%bind, "cannot raise the UDP send buffer: {e}");
+    }
+    tracing::debug!(
+        %bind,
+        recv = state.recv_buffer_size((&socket).into()).unwrap_or(0),
+        send = state.send_buffer_size((&socket).into()).unwrap_or(0),
+        "UDP socket buffers"
+    );
+    Ok(socket)
+}
+
 /// A QUIC endpoint that accepts and makes mutual-TLS connections with the cluster CA.
 pub fn endpoint(files: &TlsFiles, bind: SocketAddr) -> Result<quinn::Endpoint, TlsError> {
     let invalid = |what: &str, e: &dyn std::fmt::Display| TlsError::Invalid(format!("{what}: {e}"));
@@ -151,8 +177,11 @@ pub fn endpoint(files: &TlsFiles, bind: SocketAddr) -> Result<quinn::Endpoint, T
     let mut client = quinn::ClientConfig::new(Arc::new(client));
     client.transport_config(transport());
 
+    let io = |source| TlsError::Io { path: format!("UDP {bind}"), source };
+    let socket = bulk_socket(bind).map_err(io)?;
     let mut endpoint =
-        quinn::Endpoint::server(server, bind).map_err(|source| TlsError::Io { path: format!("UDP {bind}"), source })?;
+        quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, Arc::new(quinn::TokioRuntime))
+            .map_err(io)?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }
