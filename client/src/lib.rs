@@ -5,6 +5,7 @@
 //! with a bounded backoff, so callers ride through a leader failover without code of their own.
 
 pub mod blobs;
+pub mod metrics_http;
 
 use cascade_core::api::{
     AddMemberRequest, AuditPage, BuildDetail, BuildList, BuildLog, ClaimRequest, ClaimResponse, ClusterStatus,

@@ -1,5 +1,6 @@
-//! Prometheus metrics of a node: write outcomes and latency, counted where writes enter, and Raft and queue
-//! gauges read from the node at scrape time.
+//! Prometheus metrics of a node: write outcomes and latency, counted where writes enter; claim latency,
+//! counted where claims are answered; and Raft, queue, replication and rollout gauges read from the node's
+//! replica at scrape time. docs/METRICS.md lists them all.
 
 use cascade_core::CommandResult;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -29,6 +30,24 @@ struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicationLabel {
+    region: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabel {
+    service: String,
+    region: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MemberLabel {
     node: String,
     region: String,
@@ -49,6 +68,23 @@ pub struct Metrics {
     jobs: Family<StatusLabel, Gauge>,
     queue_depth: Gauge,
     workers: Gauge,
+    running_builds: Gauge,
+    claim_wait: Histogram,
+    replication: Family<ReplicationLabel, Gauge>,
+    rollout_hosts: Family<RolloutLabel, Gauge>,
+    rollout_generation: Family<ServiceLabel, Gauge>,
+}
+
+/// Host counts of one service's current rollout in one region (summed over its clusters).
+pub struct RolloutFigures {
+    /// The service.
+    pub service: String,
+    /// Its current generation.
+    pub generation: u64,
+    /// The region.
+    pub region: String,
+    /// Counts summed over the region's clusters.
+    pub counts: cascade_core::state::RolloutCounts,
 }
 
 /// Raft and state figures read at scrape time.
@@ -69,7 +105,16 @@ pub struct Snapshot {
     pub queue_depth: u64,
     /// Workers ever seen.
     pub workers: u64,
+    /// Jobs running now.
+    pub running_builds: u64,
+    /// Artifacts per (region, replication state: pending, copying, replicated, error).
+    pub replication: Vec<(String, &'static str, u64)>,
+    /// Current rollout of every desired service, per region.
+    pub rollouts: Vec<RolloutFigures>,
 }
+
+/// The replication states, as metric label values, in the order they are reported.
+pub const REPLICATION_STATES: [&str; 4] = ["pending", "copying", "replicated", "error"];
 
 fn write_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -113,6 +158,32 @@ impl Metrics {
         registry.register("queue_depth", "Build jobs waiting for a worker", queue_depth.clone());
         let workers = Gauge::default();
         registry.register("workers_seen", "Workers that ever claimed or heartbeated", workers.clone());
+        let running_builds = Gauge::default();
+        registry.register("running_builds", "Build jobs running on a worker now", running_builds.clone());
+        let claim_wait = Histogram::new(exponential_buckets(0.01, 2.0, 16));
+        registry.register(
+            "claim_wait_seconds",
+            "Time from a job's submission to its claim, for claims answered by this node (leader's clock)",
+            claim_wait.clone(),
+        );
+        let replication = Family::<ReplicationLabel, Gauge>::default();
+        registry.register(
+            "artifacts_replication",
+            "Artifacts per region and replication state (pending, copying, replicated, error)",
+            replication.clone(),
+        );
+        let rollout_hosts = Family::<RolloutLabel, Gauge>::default();
+        registry.register(
+            "rollout_hosts",
+            "Hosts of each service's current rollout per region, by state (total, fetching, verified, active, failed)",
+            rollout_hosts.clone(),
+        );
+        let rollout_generation = Family::<ServiceLabel, Gauge>::default();
+        registry.register(
+            "rollout_generation",
+            "Current desired generation of each service",
+            rollout_generation.clone(),
+        );
         Self {
             registry,
             writes,
@@ -125,7 +196,17 @@ impl Metrics {
             jobs,
             queue_depth,
             workers,
+            running_builds,
+            claim_wait,
+            replication,
+            rollout_hosts,
+            rollout_generation,
         }
+    }
+
+    /// Counts one claim of a job that had waited `waited` since its submission.
+    pub fn observe_claim(&self, waited: Duration) {
+        self.claim_wait.observe(waited.as_secs_f64());
     }
 
     /// Counts one write and its latency.
@@ -156,10 +237,29 @@ impl Metrics {
         }
         self.queue_depth.set(as_i64(snapshot.queue_depth));
         self.workers.set(as_i64(snapshot.workers));
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            out = format!("# encoding metrics failed: {e}\n");
+        self.running_builds.set(as_i64(snapshot.running_builds));
+        self.replication.clear();
+        for (region, state, n) in snapshot.replication {
+            self.replication.get_or_create(&ReplicationLabel { region, state }).set(as_i64(n));
         }
-        out
+        self.rollout_hosts.clear();
+        self.rollout_generation.clear();
+        for rollout in snapshot.rollouts {
+            let counts = rollout.counts;
+            self.rollout_generation
+                .get_or_create(&ServiceLabel { service: rollout.service.clone() })
+                .set(as_i64(rollout.generation));
+            for (state, n) in [
+                ("total", counts.total),
+                ("fetching", counts.fetching),
+                ("verified", counts.verified),
+                ("active", counts.active),
+                ("failed", counts.failed),
+            ] {
+                let label = RolloutLabel { service: rollout.service.clone(), region: rollout.region.clone(), state };
+                self.rollout_hosts.get_or_create(&label).set(as_i64(n));
+            }
+        }
+        cascade_client::metrics_http::encode(&self.registry)
     }
 }

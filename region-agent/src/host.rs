@@ -1,6 +1,7 @@
 //! The host agent: registers with its manager, fetches the chunks the manager assigns from the peers it
 //! names, verifies each before keeping or serving it, and activates a release when told to.
 
+use crate::metrics::HostMetrics;
 use crate::protocol::{
     read_frame, write_frame, ChunkAnswer, ChunkRequest, FetchFailure, HostMessage, ManagerMessage, StreamOpen,
 };
@@ -49,6 +50,9 @@ pub struct HostConfig {
     /// in production.
     #[serde(default)]
     pub corrupt_uploads: bool,
+    /// Where to serve Prometheus `/metrics` (e.g. `127.0.0.1:9103`); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn default_keep() -> usize {
@@ -88,6 +92,7 @@ struct Host {
     endpoint: quinn::Endpoint,
     peers: tokio::sync::Mutex<HashMap<SocketAddr, quinn::Connection>>,
     status: Mutex<HostStatus>,
+    metrics: HostMetrics,
 }
 
 impl Host {
@@ -114,8 +119,17 @@ pub async fn run(config: HostConfig, mut shutdown: watch::Receiver<bool>) -> any
         endpoint,
         peers: tokio::sync::Mutex::new(HashMap::new()),
         status: Mutex::new(HostStatus::default()),
+        metrics: HostMetrics::new(),
     });
     host.save_status();
+    // Held until the agent stops: dropping it stops the server.
+    let _metrics_server = match host.config.metrics_listen {
+        Some(listen) => {
+            let metrics_host = host.clone();
+            Some(cascade_client::metrics_http::serve(listen, move || metrics_host.metrics.render()).await?)
+        }
+        None => None,
+    };
     tokio::spawn(serve_chunks(host.clone()));
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -229,6 +243,7 @@ async fn fetch(
         Err(_) => Err(FetchFailure::Stalled),
         Ok(Err(reason)) => Err(reason),
         Ok(Ok(bytes)) => {
+            host.metrics.received(addr, bytes.len() as u64);
             let host = host.clone();
             let digest = digest.clone();
             tokio::task::spawn_blocking(move || {
@@ -252,11 +267,18 @@ async fn fetch(
     };
     let message = match outcome {
         Ok(()) => {
+            host.metrics.chunk_verified();
             *host.status.lock().expect("status lock").fetched.entry(digest.to_string()).or_default() += 1;
             host.save_status();
             HostMessage::Verified { digest, chunk }
         }
         Err(reason) => {
+            let name = match reason {
+                FetchFailure::Dead => "dead",
+                FetchFailure::Stalled => "stalled",
+                FetchFailure::BadChunk => "bad_chunk",
+            };
+            host.metrics.fetch_failed(addr, name);
             if reason == FetchFailure::BadChunk {
                 *host.status.lock().expect("status lock").bad_chunks_from.entry(addr.to_string()).or_default() += 1;
                 host.save_status();
@@ -296,6 +318,7 @@ async fn serve_chunks(host: Arc<Host>) {
         let host = host.clone();
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else { return };
+            let peer = connection.remote_address();
             while let Ok((mut send, mut recv)) = connection.accept_bi().await {
                 let host = host.clone();
                 tokio::spawn(async move {
@@ -312,8 +335,8 @@ async fn serve_chunks(host: Arc<Host>) {
                                 bytes[0] ^= 0xff;
                             }
                             let answer = ChunkAnswer::Ok { len: bytes.len() as u64 };
-                            if write_frame(&mut send, &answer).await.is_ok() {
-                                let _ = send.write_all(&bytes).await;
+                            if write_frame(&mut send, &answer).await.is_ok() && send.write_all(&bytes).await.is_ok() {
+                                host.metrics.sent(peer, bytes.len() as u64);
                             }
                         }
                         _ => {
@@ -356,12 +379,16 @@ async fn activate(
     let message = match result {
         Ok(()) => {
             tracing::info!(%service, generation, %digest, "activated");
-            host.status.lock().expect("status lock").active.insert(service.to_string(), digest.to_string());
+            let mut status = host.status.lock().expect("status lock");
+            status.active.insert(service.to_string(), digest.to_string());
+            host.metrics.activation(true, &status.active);
+            drop(status);
             host.releases.lock().expect("releases lock").prune();
             HostMessage::Activated { service, generation }
         }
         Err(reason) => {
             tracing::warn!(%service, generation, "activation failed: {reason}");
+            host.metrics.activation(false, &host.status.lock().expect("status lock").active);
             if let Some(previous) = previous {
                 let link = host.config.data_dir.join("services").join(service.as_str()).join("current");
                 let staged = link.with_extension("rollback");

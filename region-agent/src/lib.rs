@@ -8,6 +8,7 @@
 
 pub mod host;
 pub mod manager;
+pub mod metrics;
 pub mod protocol;
 pub mod releases;
 pub mod tls;

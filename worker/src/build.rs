@@ -8,7 +8,7 @@ use cascade_client::blobs::{upload_file, upload_file_multipart, UploadOptions};
 use cascade_client::ClientError;
 use cascade_core::api::ClaimResponse;
 use cascade_core::job::MAX_REASON_BYTES;
-use cascade_core::{Artifact, Job, Lease, Manifest};
+use cascade_core::{Artifact, Job, JobStatus, Lease, Manifest};
 use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutPayload};
 use std::future::Future;
@@ -43,6 +43,34 @@ impl Outcome {
 /// Runs one claimed job to its end and reports the result. `shutdown` resolving stops the build.
 pub async fn execute(worker: &Worker, claim: ClaimResponse, shutdown: watch::Receiver<bool>) -> Outcome {
     let ClaimResponse { job, lease } = claim;
+    let started = std::time::Instant::now();
+    worker.metrics.build_started(queue_wait(&job));
+    let outcome = execute_attempt(worker, job, lease, shutdown).await;
+    worker.metrics.build_finished(summary_label(&outcome), started.elapsed());
+    outcome
+}
+
+/// How long `job` (just claimed) waited since its submission, by the leader's clock.
+fn queue_wait(job: &Job) -> std::time::Duration {
+    match &job.status {
+        JobStatus::Running { started_at, .. } => {
+            std::time::Duration::from_millis(started_at.saturating_since(job.submitted_at))
+        }
+        _ => std::time::Duration::ZERO,
+    }
+}
+
+/// The `outcome` label of `cascade_worker_builds_finished_total`.
+fn summary_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded(_) => "succeeded",
+        Outcome::Failed { retryable: true, .. } => "retryable_failure",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Stopped(_) => "stopped",
+    }
+}
+
+async fn execute_attempt(worker: &Worker, job: Job, lease: Lease, shutdown: watch::Receiver<bool>) -> Outcome {
     let attempt_dir = worker.config.work_dir.join("builds").join(format!("{}-{}", job.id, lease.attempt));
     let _ = std::fs::remove_dir_all(&attempt_dir);
     if let Err(e) = std::fs::create_dir_all(&attempt_dir) {
@@ -138,6 +166,7 @@ async fn attempt(
         Ok(Err(e)) => Outcome::failed(format!("upload failed: {e}"), true),
         Ok(Ok(manifest)) => {
             note(log, &format!("cascade: uploaded {} bytes, digest {}", manifest.total_size, manifest.digest));
+            worker.metrics.uploaded(manifest.total_size);
             Outcome::Succeeded(Artifact {
                 manifest_key: Manifest::key(&manifest.digest),
                 digest: manifest.digest,
@@ -191,7 +220,9 @@ async fn heartbeat_loop(
             let _ = stop.send(Some(StopReason::Shutdown));
             return;
         }
-        match worker.client.heartbeat(lease).await {
+        let answer = worker.client.heartbeat(lease).await;
+        worker.metrics.heartbeat(answer.is_ok());
+        match answer {
             Ok(ack) if ack.cancelled => {
                 tracing::info!(job = %lease.job, "build cancelled: stopping it");
                 let _ = stop.send(Some(StopReason::Cancelled));

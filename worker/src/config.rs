@@ -3,6 +3,7 @@
 use cascade_client::blobs::StoreConfig;
 use cascade_core::WorkerId;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ pub struct WorkerConfig {
     /// Credentials for private repositories, matched by URL prefix.
     #[serde(default)]
     pub git_credentials: Vec<GitCredential>,
+    /// Where to serve Prometheus `/metrics` (e.g. `127.0.0.1:9101`); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A username and password (or token) for repositories whose URL starts with `url_prefix`.
@@ -65,6 +69,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("work_dir", &self.work_dir)
             .field("store", &self.store)
             .field("max_build_timeout_secs", &self.max_build_timeout_secs)
+            .field("metrics_listen", &self.metrics_listen)
             .field("git_credentials", &self.git_credentials.iter().map(|c| &c.url_prefix).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -131,6 +136,7 @@ mod tests {
         config.validate().expect("validates");
         assert_eq!(config.chunk_size, cascade_core::manifest::DEFAULT_CHUNK_SIZE);
         assert!(!format!("{config:?}").contains("change-me-worker-token"), "Debug must not print the token");
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:9101".parse().unwrap()));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod build;
 pub mod config;
 pub mod git;
+pub mod metrics;
 pub mod process;
 pub mod recipe;
 
@@ -31,6 +32,8 @@ pub struct Worker {
     pub store: Store,
     /// Git mirrors.
     pub mirrors: git::MirrorCache,
+    /// What it counts for `/metrics`.
+    pub metrics: Arc<metrics::WorkerMetrics>,
 }
 
 impl Worker {
@@ -41,7 +44,8 @@ impl Worker {
         let client = Arc::new(Client::new(&config.servers, &config.token)?);
         let store = open_store(&config.store)?;
         let mirrors = git::MirrorCache::new(config.work_dir.join("mirrors"));
-        Ok(Self { config: Arc::new(config), client, store, mirrors })
+        let metrics = Arc::new(metrics::WorkerMetrics::new());
+        Ok(Self { config: Arc::new(config), client, store, mirrors, metrics })
     }
 }
 
@@ -54,6 +58,14 @@ pub async fn run(worker: Worker, mut shutdown: watch::Receiver<bool>) -> anyhow:
     let wait = Duration::from_secs(worker.config.claim_wait_secs);
     let mut backoff = Duration::from_millis(200);
     tracing::info!(worker = %worker.config.id, servers = ?worker.config.servers, "worker started");
+    // Held until the loop ends: dropping it stops the server.
+    let _metrics_server = match worker.config.metrics_listen {
+        Some(listen) => {
+            let metrics = worker.metrics.clone();
+            Some(cascade_client::metrics_http::serve(listen, move || metrics.render()).await?)
+        }
+        None => None,
+    };
     loop {
         if *shutdown.borrow() {
             break;

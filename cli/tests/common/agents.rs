@@ -32,6 +32,11 @@ pub fn certs_for(dir: &Path, name: &str) -> String {
     )
 }
 
+/// The `metrics_listen` line of an agent config, or nothing.
+fn metrics_line(metrics_listen: Option<SocketAddr>) -> String {
+    metrics_listen.map(|addr| format!("metrics_listen = \"{addr}\"\n")).unwrap_or_default()
+}
+
 fn store_section(store: &StoreConfig) -> String {
     #[derive(serde::Serialize)]
     struct Section<'a> {
@@ -68,13 +73,26 @@ impl AgentProcess {
 
     /// Starts a region manager.
     pub fn manager(dir: &Path, region: &str, servers: &[String], token: &str, store: &StoreConfig) -> Self {
+        Self::manager_with_metrics(dir, region, servers, token, store, None)
+    }
+
+    /// [`Self::manager`] serving `/metrics` on `metrics_listen` when given.
+    pub fn manager_with_metrics(
+        dir: &Path,
+        region: &str,
+        servers: &[String],
+        token: &str,
+        store: &StoreConfig,
+        metrics_listen: Option<SocketAddr>,
+    ) -> Self {
         let name = format!("manager-{region}");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let data_dir = dir.join(&name);
         std::fs::create_dir_all(&data_dir).unwrap();
         let config = format!(
-            "region = \"{region}\"\ncluster = \"c1\"\nservers = {servers:?}\ntoken = \"{token}\"\nlisten = \"{addr}\"\nreport_interval_ms = 500\nstatus_file = {:?}\n\n{}\n{}",
+            "region = \"{region}\"\ncluster = \"c1\"\nservers = {servers:?}\ntoken = \"{token}\"\nlisten = \"{addr}\"\nreport_interval_ms = 500\nstatus_file = {:?}\n{}\n{}\n{}",
             data_dir.join("status.json").display().to_string(),
+            metrics_line(metrics_listen),
             store_section(store),
             certs_for(dir, &name),
         );
@@ -95,11 +113,23 @@ impl AgentProcess {
 
     /// Starts a host agent that registers with `manager`.
     pub fn host(dir: &Path, name: &str, manager: SocketAddr, corrupt_uploads: bool) -> Self {
+        Self::host_with_metrics(dir, name, manager, corrupt_uploads, None)
+    }
+
+    /// [`Self::host`] serving `/metrics` on `metrics_listen` when given.
+    pub fn host_with_metrics(
+        dir: &Path,
+        name: &str,
+        manager: SocketAddr,
+        corrupt_uploads: bool,
+        metrics_listen: Option<SocketAddr>,
+    ) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let data_dir = dir.join(name);
         let config = format!(
-            "name = \"{name}\"\nlisten = \"{addr}\"\nmanager = \"{manager}\"\ndata_dir = {:?}\nfetch_timeout_secs = 20\nactivation_hook = \"test -s \\\"$CASCADE_RELEASE/artifact\\\"\"\ncorrupt_uploads = {corrupt_uploads}\n\n{}",
+            "name = \"{name}\"\nlisten = \"{addr}\"\nmanager = \"{manager}\"\ndata_dir = {:?}\nfetch_timeout_secs = 20\nactivation_hook = \"test -s \\\"$CASCADE_RELEASE/artifact\\\"\"\ncorrupt_uploads = {corrupt_uploads}\n{}\n{}",
             data_dir.display().to_string(),
+            metrics_line(metrics_listen),
             certs_for(dir, name),
         );
         let path = dir.join(format!("{name}.toml"));

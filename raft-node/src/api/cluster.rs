@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiQuery};
 use super::{AppState, Caller};
-use crate::metrics::Snapshot;
+use crate::metrics::{RolloutFigures, Snapshot, REPLICATION_STATES};
 use crate::node::Node;
 use crate::types::NodeInfo;
 use axum::extract::State;
@@ -155,8 +155,17 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     let node = &app.node;
     let status = local_status(node);
     let raft = node.raft.metrics().borrow().clone();
-    let (jobs, queue_depth, workers) = node.read(|v| {
-        (v.state.status_counts().into_iter().collect(), v.state.queue.len() as u64, v.state.workers.len() as u64)
+    let (jobs, queue_depth, workers, running_builds, replication, rollouts) = node.read(|v| {
+        let s = &v.state;
+        let counts = s.status_counts().into_iter().collect();
+        (
+            counts,
+            s.queue.len() as u64,
+            s.workers.len() as u64,
+            s.running.len() as u64,
+            replication_counts(s),
+            rollouts(s),
+        )
     });
     let lag = status
         .members
@@ -173,8 +182,57 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         jobs,
         queue_depth,
         workers,
+        running_builds,
+        replication,
+        rollouts,
     });
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+/// Artifacts per (region, replication state), every state of every region named.
+fn replication_counts(state: &cascade_core::State) -> Vec<(String, &'static str, u64)> {
+    use cascade_core::state::ReplicationStatus;
+    let mut counts: std::collections::BTreeMap<(String, &'static str), u64> = Default::default();
+    for record in state.artifacts.values() {
+        for (region, status) in &record.replication {
+            let name = match status {
+                ReplicationStatus::Pending => "pending",
+                ReplicationStatus::Copying { .. } => "copying",
+                ReplicationStatus::Replicated => "replicated",
+                ReplicationStatus::Error { .. } => "error",
+            };
+            for state in REPLICATION_STATES {
+                counts.entry((region.to_string(), state)).or_insert(0);
+            }
+            *counts.entry((region.to_string(), name)).or_insert(0) += 1;
+        }
+    }
+    counts.into_iter().map(|((region, state), n)| (region, state, n)).collect()
+}
+
+/// Host counts of every desired service's current generation, per region (clusters summed).
+fn rollouts(state: &cascade_core::State) -> Vec<RolloutFigures> {
+    let mut figures = Vec::new();
+    for (service, desired) in &state.desired {
+        let Some(clusters) = state.rollouts.get(&(service.clone(), desired.generation)) else { continue };
+        let mut regions: std::collections::BTreeMap<String, cascade_core::state::RolloutCounts> = Default::default();
+        for ((region, _cluster), rollout) in clusters {
+            let sum = regions.entry(region.to_string()).or_default();
+            let c = rollout.counts;
+            sum.total += c.total;
+            sum.fetching += c.fetching;
+            sum.verified += c.verified;
+            sum.active += c.active;
+            sum.failed += c.failed;
+        }
+        figures.extend(regions.into_iter().map(|(region, counts)| RolloutFigures {
+            service: service.to_string(),
+            generation: desired.generation,
+            region,
+            counts,
+        }));
+    }
+    figures
 }
 
 /// `host:port` with a DNS name or IP address and a non-zero port; IPv6 in brackets.

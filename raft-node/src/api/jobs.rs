@@ -42,7 +42,11 @@ pub async fn claim(
             let command = Command::Claim { worker: body.worker.clone() };
             match app.node.write(caller.name.clone(), command).await?? {
                 CommandOutput::Claimed(Some(claimed)) => {
-                    return Ok(Json(ClaimResponse { job: claimed.job, lease: claimed.lease }).into_response())
+                    if let cascade_core::JobStatus::Running { started_at, .. } = &claimed.job.status {
+                        let waited = started_at.saturating_since(claimed.job.submitted_at);
+                        app.node.metrics.observe_claim(Duration::from_millis(waited));
+                    }
+                    return Ok(Json(ClaimResponse { job: claimed.job, lease: claimed.lease }).into_response());
                 }
                 CommandOutput::Claimed(None) => lost_race = true,
                 other => return Err(unexpected(other)),

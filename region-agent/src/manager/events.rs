@@ -23,6 +23,7 @@ impl Manager {
                 let _ = id.send((host_id, session));
                 tracing::info!(host = %name, host_id, %addr, "host registered");
                 self.hosts.insert(host_id, HostEntry { name, addr, tx: Some(tx), session });
+                self.metrics.hosts_connected(self.live_hosts().count());
                 let prepares: Vec<ManagerMessage> = self
                     .rollouts
                     .iter()
@@ -47,6 +48,7 @@ impl Manager {
                     if let Some(host) = self.hosts.get_mut(&id) {
                         host.tx = None;
                     }
+                    self.metrics.hosts_connected(self.live_hosts().count());
                 }
             }
             Event::Host { id, message } => self.host_message(id, message),
@@ -253,6 +255,7 @@ impl Manager {
                     if !self.status.bad_senders.contains(&sender) {
                         self.status.bad_senders.push(sender);
                     }
+                    self.metrics.bad_chunk(self.status.bad_senders.len());
                 }
                 Report::Excluded { host, reason } => {
                     tracing::warn!(host = %name(host), ?reason, "host no longer used as a sender");
@@ -286,6 +289,7 @@ impl Manager {
             };
             let counts = RolloutCounts { total, fetching, verified, active, failed };
             self.status.rollouts.insert(service.to_string(), (rollout.generation, counts));
+            self.metrics.rollout(service.as_str(), rollout.generation, &counts);
             if self.last_reported.get(service) == Some(&(rollout.generation, counts)) {
                 continue;
             }
@@ -304,7 +308,7 @@ impl Manager {
                 }
             });
         }
-        self.status.seed_chunks_served = self.seed_served.load(std::sync::atomic::Ordering::Relaxed);
+        self.status.seed_chunks_served = self.metrics.seed_chunks.get();
         if let Some(path) = &self.config.status_file {
             if let Ok(json) = serde_json::to_vec_pretty(&self.status) {
                 let staged = path.with_extension("tmp");

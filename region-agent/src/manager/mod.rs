@@ -2,6 +2,7 @@
 //! replicated into the regional store, seeds the swarm from that store, runs the fan-out scheduler from
 //! `cascade-core`, tells hosts what to fetch from whom and when to activate, and reports counts in batches.
 
+use crate::metrics::ManagerMetrics;
 use crate::protocol::{read_frame, write_frame, ChunkAnswer, FetchFailure, HostMessage, ManagerMessage, StreamOpen};
 use crate::tls::TlsFiles;
 use cascade_client::blobs::{open_store, read_manifest, Store, StoreConfig};
@@ -49,6 +50,9 @@ pub struct ManagerConfig {
     /// Where it writes its status (counts, bad senders) as JSON for operators and tests.
     #[serde(default)]
     pub status_file: Option<PathBuf>,
+    /// Where to serve Prometheus `/metrics` (e.g. `127.0.0.1:9102`); none by default.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn default_report_ms() -> u64 {
@@ -132,7 +136,7 @@ struct Manager {
     events: mpsc::UnboundedSender<Event>,
     manifests: Arc<RwLock<HashMap<Digest, Manifest>>>,
     status: ManagerStatus,
-    seed_served: Arc<std::sync::atomic::AtomicU64>,
+    metrics: Arc<ManagerMetrics>,
     last_reported: HashMap<ServiceName, (u64, RolloutCounts)>,
     next_session: u64,
 }
@@ -144,8 +148,16 @@ pub async fn run(config: ManagerConfig, mut shutdown: watch::Receiver<bool>) -> 
     let endpoint = crate::tls::endpoint(&config.tls, config.listen)?;
     let (events, mut inbox) = mpsc::unbounded_channel();
     let manifests = Arc::new(RwLock::new(HashMap::new()));
-    let seed_served = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    tokio::spawn(accept(endpoint.clone(), events.clone(), store.clone(), manifests.clone(), seed_served.clone()));
+    let metrics = Arc::new(ManagerMetrics::new());
+    // Held until the manager stops: dropping it stops the server.
+    let _metrics_server = match config.metrics_listen {
+        Some(listen) => {
+            let metrics = metrics.clone();
+            Some(cascade_client::metrics_http::serve(listen, move || metrics.render()).await?)
+        }
+        None => None,
+    };
+    tokio::spawn(accept(endpoint.clone(), events.clone(), store.clone(), manifests.clone(), metrics.clone()));
     tokio::spawn(follow_desired(client.clone(), events.clone()));
     let ticker_events = events.clone();
     let interval = Duration::from_millis(config.report_interval_ms.max(100));
@@ -171,7 +183,7 @@ pub async fn run(config: ManagerConfig, mut shutdown: watch::Receiver<bool>) -> 
         events,
         manifests,
         status: ManagerStatus::default(),
-        seed_served,
+        metrics,
         last_reported: HashMap::new(),
         next_session: 0,
     };
@@ -248,22 +260,22 @@ async fn accept(
     events: mpsc::UnboundedSender<Event>,
     store: Store,
     manifests: Arc<RwLock<HashMap<Digest, Manifest>>>,
-    served: Arc<std::sync::atomic::AtomicU64>,
+    metrics: Arc<ManagerMetrics>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
-        let (events, store, manifests, served) = (events.clone(), store.clone(), manifests.clone(), served.clone());
+        let (events, store, manifests, metrics) = (events.clone(), store.clone(), manifests.clone(), metrics.clone());
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else { return };
             while let Ok((send, mut recv)) = connection.accept_bi().await {
-                let (events, store, manifests, served) =
-                    (events.clone(), store.clone(), manifests.clone(), served.clone());
+                let (events, store, manifests, metrics) =
+                    (events.clone(), store.clone(), manifests.clone(), metrics.clone());
                 tokio::spawn(async move {
                     match read_frame::<StreamOpen>(&mut recv).await {
                         Ok(Some(StreamOpen::Control { name, data_addr })) => {
                             control_stream(events, name, data_addr, send, recv).await
                         }
                         Ok(Some(StreamOpen::Chunk(request))) => {
-                            serve_seed_chunk(&store, &manifests, &served, request, send).await
+                            serve_seed_chunk(&store, &manifests, &metrics, request, send).await
                         }
                         _ => {}
                     }
@@ -306,7 +318,7 @@ async fn control_stream(
 async fn serve_seed_chunk(
     store: &Store,
     manifests: &RwLock<HashMap<Digest, Manifest>>,
-    served: &std::sync::atomic::AtomicU64,
+    metrics: &ManagerMetrics,
     request: crate::protocol::ChunkRequest,
     mut send: quinn::SendStream,
 ) {
@@ -327,10 +339,10 @@ async fn serve_seed_chunk(
     };
     match answer {
         Ok(bytes) => {
-            served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if write_frame(&mut send, &ChunkAnswer::Ok { len: bytes.len() as u64 }).await.is_ok() {
                 let _ = send.write_all(&bytes).await;
             }
+            metrics.seed_served(bytes.len() as u64);
         }
         Err(reason) => {
             tracing::warn!(digest = %request.digest, chunk = request.chunk, "seed cannot serve: {reason}");
