@@ -1,5 +1,6 @@
 //! What each subcommand does; printing is the only logic that lives here.
 
+use crate::follow::RolloutEnd;
 use crate::Output;
 use anyhow::Context;
 use cascade_client::Client;
@@ -103,6 +104,17 @@ pub fn certs(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--follow` of `cascade deploy` and `cascade rollback`.
+#[derive(clap::Args, Clone, Copy)]
+pub struct FollowArgs {
+    /// Wait until every host runs it: exit 0 when all are active, 1 if hosts failed or it was aborted.
+    #[arg(long)]
+    follow: bool,
+    /// With --follow: give up waiting after this many seconds (the rollout itself goes on).
+    #[arg(long, default_value_t = 1800)]
+    follow_timeout: u64,
+}
+
 /// `cascade deploy` (with a build) and `cascade rollback` (without).
 pub async fn deploy(
     server: &str,
@@ -110,6 +122,7 @@ pub async fn deploy(
     output: Output,
     service: ServiceName,
     build: Option<u64>,
+    follow: FollowArgs,
 ) -> anyhow::Result<ExitCode> {
     let client = client(server, token)?;
     let desired = match build {
@@ -118,6 +131,66 @@ pub async fn deploy(
     };
     print(output, &desired, |d| {
         format!("{} generation {}: build {} ({})", d.service, d.generation, d.build, d.artifact.digest)
+    })?;
+    if !follow.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let limit = Duration::from_secs(follow.follow_timeout);
+    match crate::follow::rollout(&client, &service, desired.generation, limit).await? {
+        RolloutEnd::Complete(t) => {
+            eprintln!("{service} generation {}: all {} hosts active", desired.generation, t.active);
+            Ok(ExitCode::SUCCESS)
+        }
+        RolloutEnd::HostsFailed(t) => {
+            eprintln!(
+                "{service} generation {}: {} of {} hosts failed (`cascade status --service {service}`; host agents' logs say why)",
+                desired.generation, t.failed, t.total
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        RolloutEnd::Aborted => {
+            eprintln!("{service} generation {}: aborted; hosts keep their previous release", desired.generation);
+            Ok(ExitCode::FAILURE)
+        }
+        RolloutEnd::Superseded(newer) => {
+            eprintln!("{service} generation {} was replaced by generation {newer}", desired.generation);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `cascade status --service S`: the desired version, replication and rollout counts per region.
+pub async fn service_status(
+    server: &str,
+    token: &str,
+    output: Output,
+    service: ServiceName,
+) -> anyhow::Result<ExitCode> {
+    let client = client(server, token)?;
+    let status = client.deployment(&service).await?;
+    print(output, &status, |s| {
+        let Some(d) = &s.desired else {
+            return format!("{service}: never deployed");
+        };
+        let t = crate::follow::totals(s);
+        let mut out = format!(
+            "{service}: generation {} = build {} ({}), {:?}, set by {}\n  hosts: {}/{} active, {} failed",
+            d.generation, d.build, d.artifact.digest, d.control, d.set_by, t.active, t.total, t.failed
+        );
+        for (region, replication) in &s.replication {
+            let counts = s.rollout.get(region).map(|clusters| {
+                clusters
+                    .iter()
+                    .map(|(c, r)| format!("{c}: {}/{} active", r.counts.active, r.counts.total))
+                    .collect::<Vec<_>>()
+            });
+            out.push_str(&format!(
+                "\n  {region}: artifact {}; {}",
+                serde_json::to_string(replication).unwrap_or_default().trim_matches('"'),
+                counts.map_or("no report yet".into(), |c| c.join(", "))
+            ));
+        }
+        out
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -133,6 +206,19 @@ pub enum ClusterCommand {
     AddLearner(MemberArgs),
     /// Add a voter (added as a learner first, promoted once caught up).
     AddVoter(MemberArgs),
+    /// Save a consistent backup of the cluster's state to a file (admin token); `cascade node restore` makes
+    /// a new cluster from it.
+    Backup {
+        /// Where to write it (a temp file beside it, renamed into place once complete and verified).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Remove a voter or learner (stop its process afterwards; refuses to remove the last voter).
+    Remove {
+        /// The member's id.
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 /// The new member of `add-learner` and `add-voter`.
@@ -250,6 +336,11 @@ pub async fn cluster(server: &str, token: &str, output: Output, cmd: ClusterComm
         }
         ClusterCommand::AddLearner(member) => add_member(&client, output, member, false).await?,
         ClusterCommand::AddVoter(member) => add_member(&client, output, member, true).await?,
+        ClusterCommand::Backup { out } => backup(&client, output, &out).await?,
+        ClusterCommand::Remove { id } => {
+            let answer = client.remove_member(id).await?;
+            print(output, &answer, |_| format!("node {id} removed; stop its process now"))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -259,6 +350,65 @@ async fn add_member(client: &Client, output: Output, member: MemberArgs, voter: 
     let answer = client.add_member(&AddMemberRequest { id, addr, region, voter }).await?;
     let role = if voter { "voter" } else { "learner" };
     print(output, &answer, |_| format!("node {id} added as {role}"))
+}
+
+/// `cascade cluster backup --out FILE`: downloads into `FILE.partial`, verifies it, renames it into place.
+async fn backup(client: &Client, output: Output, out: &Path) -> anyhow::Result<()> {
+    let name = out.file_name().context("--out must name a file")?.to_string_lossy().into_owned();
+    let partial = out.with_file_name(format!(".{name}.partial"));
+    let result = async {
+        let mut file =
+            tokio::fs::File::create(&partial).await.with_context(|| format!("cannot create {}", partial.display()))?;
+        client.backup(&mut file).await.context("backup failed")?;
+        file.sync_all().await.with_context(|| format!("cannot sync {}", partial.display()))?;
+        drop(file);
+        let bytes = tokio::fs::read(&partial).await.with_context(|| format!("cannot read {}", partial.display()))?;
+        let (_, info) = cascade_raft_node::backup::decode(&bytes).context("the node sent an unusable backup")?;
+        tokio::fs::rename(&partial, out).await.with_context(|| format!("cannot rename into {}", out.display()))?;
+        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        anyhow::Ok(info)
+    }
+    .await;
+    let info = match result {
+        Ok(info) => info,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(e);
+        }
+    };
+    print(output, &info, |i| {
+        format!(
+            "backup written to {}: {} bytes, applied index {} (term {}), {} builds, BLAKE3 {}",
+            out.display(),
+            i.size,
+            i.applied_index,
+            i.applied_term,
+            i.builds,
+            i.checksum
+        )
+    })
+}
+
+/// `cascade node restore --config FILE --from BACKUP`: seeds the config's empty data dir from a backup.
+pub async fn restore(config: &Path, from: &Path, output: Output) -> anyhow::Result<ExitCode> {
+    let config = cascade_raft_node::NodeConfig::load(config)?;
+    let bytes = tokio::fs::read(from).await.with_context(|| format!("cannot read backup {}", from.display()))?;
+    let report = cascade_raft_node::backup::restore(&config, &bytes).await?;
+    print(output, &report, |r| {
+        format!(
+            "restored applied index {} (term {}, {} builds) into {}; voters {:?}\n\
+             start the node(s) with `cascade node --config FILE`: they elect a leader themselves (no `cluster init`)",
+            r.backup.applied_index,
+            r.backup.applied_term,
+            r.backup.builds,
+            r.data_dir.display(),
+            r.voters
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn job_line(job: &Job) -> String {
@@ -285,7 +435,7 @@ pub async fn build(server: &str, token: &str, output: Output, cmd: BuildCommand)
                 return Ok(ExitCode::SUCCESS);
             }
             eprintln!("build {} queued; following", job.id);
-            let job = follow_build(&client, job.id, Duration::from_secs(follow_timeout)).await?;
+            let job = crate::follow::build(&client, job.id, Duration::from_secs(follow_timeout)).await?;
             print(output, &job, job_line)?;
             return Ok(exit_for(&job));
         }
@@ -327,27 +477,6 @@ pub async fn build(server: &str, token: &str, output: Output, cmd: BuildCommand)
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Polls a build until it reaches a final status, for at most `limit`.
-async fn follow_build(client: &Client, id: JobId, limit: Duration) -> anyhow::Result<Job> {
-    let started = std::time::Instant::now();
-    let mut last = String::new();
-    loop {
-        anyhow::ensure!(
-            started.elapsed() < limit,
-            "build {id} is still {last} after {limit:?}; it goes on: `cascade build show {id}` to check on it"
-        );
-        let job = client.get_build(id).await?;
-        if job.status.name() != last {
-            last = job.status.name().to_string();
-            eprintln!("build {id}: {last}");
-        }
-        if job.status.is_terminal() {
-            return Ok(job);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 fn exit_for(job: &Job) -> ExitCode {

@@ -1,6 +1,8 @@
 //! The one `cascade` binary: a thin layer of subcommands over the library crates.
 
 mod commands;
+mod demo;
+mod follow;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -37,11 +39,14 @@ pub enum Output {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a Raft node (voter or learner) from a TOML config file.
+    /// Run a Raft node (voter or learner) from a TOML config file; `node restore` seeds a new one from a backup.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Node {
         /// The node's config file.
-        #[arg(long)]
-        config: PathBuf,
+        #[arg(long, required = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: Option<NodeAction>,
     },
     /// Run a build worker from a TOML config file: claims jobs, builds them, uploads the artifacts.
     Worker {
@@ -63,12 +68,16 @@ enum Command {
         /// The succeeded build.
         #[arg(long)]
         build: u64,
+        #[command(flatten)]
+        follow: commands::FollowArgs,
     },
     /// Deploy a service's previous good build again.
     Rollback {
         /// The service.
         #[arg(long)]
         service: cascade_core::ServiceName,
+        #[command(flatten)]
+        follow: commands::FollowArgs,
     },
     /// Manage cluster membership.
     #[command(subcommand)]
@@ -76,8 +85,38 @@ enum Command {
     /// Submit, list, show and cancel builds.
     #[command(subcommand)]
     Build(commands::BuildCommand),
-    /// The cluster and the build queue at a glance.
-    Status,
+    /// The cluster and the build queue at a glance; with --service, that service's deployment.
+    Status {
+        /// Show this service's desired version, replication and rollout per region instead.
+        #[arg(long)]
+        service: Option<cascade_core::ServiceName>,
+    },
+    /// A build's log (the same as `cascade build log`).
+    Logs {
+        /// Build id.
+        id: u64,
+        /// Only the last this many bytes.
+        #[arg(long)]
+        tail: Option<u64>,
+    },
+    /// Run a whole small Cascade on this machine (3 voters, 3 regional learners, 2 workers, a manager and
+    /// hosts per region) and build the example service; Ctrl-C stops it.
+    Demo(demo::DemoArgs),
+}
+
+/// `cascade node …` subcommands (offline operations on a node's data dir).
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Seed a new node's empty data dir from a `cascade cluster backup` file; its membership becomes this
+    /// node and the `peers` of its config (a new cluster with the old state). Run it with the node stopped.
+    Restore {
+        /// The new node's config file (its data_dir must be empty or missing).
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -92,17 +131,30 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Node { config } => commands::run_node(&config).await,
+            Command::Node { action: Some(NodeAction::Restore { config, from }), .. } => {
+                commands::restore(&config, &from, cli.output).await
+            }
+            Command::Node { config: Some(config), action: None } => commands::run_node(&config).await,
+            Command::Node { config: None, action: None } => Err(anyhow::anyhow!("cascade node needs --config FILE")),
             Command::Worker { config } => commands::run_worker(&config).await,
             Command::Agent(cmd) => commands::agent(cmd).await,
             Command::Certs(cmd) => commands::certs(cmd),
-            Command::Deploy { service, build } => {
-                commands::deploy(&cli.server, &cli.token, cli.output, service, Some(build)).await
+            Command::Deploy { service, build, follow } => {
+                commands::deploy(&cli.server, &cli.token, cli.output, service, Some(build), follow).await
             }
-            Command::Rollback { service } => commands::deploy(&cli.server, &cli.token, cli.output, service, None).await,
+            Command::Rollback { service, follow } => {
+                commands::deploy(&cli.server, &cli.token, cli.output, service, None, follow).await
+            }
             Command::Cluster(cmd) => commands::cluster(&cli.server, &cli.token, cli.output, cmd).await,
             Command::Build(cmd) => commands::build(&cli.server, &cli.token, cli.output, cmd).await,
-            Command::Status => commands::status(&cli.server, &cli.token, cli.output).await,
+            Command::Status { service: None } => commands::status(&cli.server, &cli.token, cli.output).await,
+            Command::Status { service: Some(service) } => {
+                commands::service_status(&cli.server, &cli.token, cli.output, service).await
+            }
+            Command::Logs { id, tail } => {
+                commands::build(&cli.server, &cli.token, cli.output, commands::BuildCommand::Log { id, tail }).await
+            }
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {

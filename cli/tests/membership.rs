@@ -130,4 +130,32 @@ async fn cli_grows_a_cluster_and_submits_builds() {
     assert!(ok, "{err}");
     let status: Value = serde_json::from_str(&out).unwrap();
     assert_eq!((&status["builds_total"], &status["queued"], &status["running"]), (&1.into(), &0.into(), &0.into()));
+
+    // Shrinking: a viewer may not; the learner leaves (asked through a follower, forwarded to the leader); a
+    // voter leaves; the last voter is refused; the remaining cluster still takes writes.
+    let (ok, _, err) = cascade(&first, VIEWER, &["cluster", "remove", "--id", "3"]);
+    assert!(!ok && err.contains("403"), "a viewer must not remove members: {err}");
+    let (ok, _, err) = cascade(&specs[1].url(), ADMIN, &["cluster", "remove", "--id", "3"]);
+    assert!(ok, "remove learner: {err}");
+    let (ok, _, err) = cascade(&first, ADMIN, &["cluster", "remove", "--id", "3"]);
+    assert!(!ok && err.contains("not a member"), "removing twice: {err}");
+    let (ok, _, err) = cascade(&first, ADMIN, &["cluster", "remove", "--id", "2"]);
+    assert!(ok, "remove voter: {err}");
+    let (ok, _, err) = cascade(&first, ADMIN, &["cluster", "remove", "--id", "1"]);
+    assert!(!ok && err.contains("only voter"), "the last voter must stay: {err}");
+    let (ok, out, err) = cascade(&first, VIEWER, &["cluster", "status"]);
+    assert!(ok, "{err}");
+    let members: Vec<u64> = serde_json::from_str::<Value>(&out).unwrap()["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(members, vec![1]);
+    let (ok, _, err) = cascade(
+        &first,
+        BUILDER,
+        &["build", "submit", "--repo", "https://git.example.com/x/y.git", "--commit", &commit, "--service", "web"],
+    );
+    assert!(ok, "the one-voter cluster still commits: {err}");
 }

@@ -416,6 +416,21 @@ impl Client {
         self.post("/api/v1/cluster/members", request, Retry::Always).await
     }
 
+    /// Removes a voter or learner.
+    pub async fn remove_member(&self, id: u64) -> Result<serde_json::Value, ClientError> {
+        let path = format!("/api/v1/cluster/members/{id}");
+        // Resending after a lost answer finds the node gone and says so: the caller sees a clear error.
+        let call = Call {
+            method: Method::DELETE,
+            path: &path,
+            body: None,
+            headers: &[],
+            timeout: CALL_TIMEOUT,
+            retry: Retry::IfNotSent,
+        };
+        self.call(call).await?.ok_or_else(|| no_body(&path))
+    }
+
     /// One page of the audit log, newest first.
     pub async fn audit(&self, before: Option<u64>, limit: usize) -> Result<AuditPage, ClientError> {
         let mut path = format!("/api/v1/audit?limit={limit}");
@@ -423,6 +438,35 @@ impl Client {
             path.push_str(&format!("&before={b}"));
         }
         self.get(&path).await
+    }
+
+    /// Writes a consistent backup of the cluster's applied state (admin only) to `out`, as it arrives;
+    /// returns the bytes written. The caller verifies the file (`cascade_raft_node::backup::decode`).
+    pub async fn backup<W: tokio::io::AsyncWrite + Unpin>(&self, out: &mut W) -> Result<u64, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let path = "/api/v1/admin/backup";
+        // A large state takes a while to copy; the read barrier alone may wait 30 s for a leader.
+        let timeout = Duration::from_secs(600);
+        let call = Call { method: Method::GET, path, body: None, headers: &[], timeout, retry: Retry::Always };
+        let mut response = self.send(&call).await?;
+        let status = response.status();
+        let url = response.url().to_string();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(body) => ClientError::Api { status, error: body.error, detail: body.detail },
+                Err(_) => ClientError::Api { status, error: "http".into(), detail: text },
+            });
+        }
+        let decode = |detail: String| ClientError::Decode { url: url.clone(), detail };
+        let mut written = 0u64;
+        // Bounded by the response's length and the call's timeout.
+        while let Some(chunk) = response.chunk().await.map_err(|e| decode(e.to_string()))? {
+            out.write_all(&chunk).await.map_err(|e| decode(format!("cannot write the backup: {e}")))?;
+            written += chunk.len() as u64;
+        }
+        out.flush().await.map_err(|e| decode(format!("cannot write the backup: {e}")))?;
+        Ok(written)
     }
 }
 

@@ -91,5 +91,9 @@ pub async fn dispatch(node: &Node, endpoint: Endpoint, body: &[u8]) -> Result<Ve
             encode(&node.add_member(id, info, voter).await)
         }
         Endpoint::Cluster => encode(&crate::api::local_status(node)),
+        Endpoint::RemoveMember => {
+            let id: NodeId = decode(body)?;
+            encode(&node.remove_member(id).await)
+        }
     }
 }

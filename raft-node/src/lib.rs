@@ -5,6 +5,7 @@
 //! the leader-only monitor ([`monitor`]) and replicator ([`replication`]), and `/api/v1` ([`api`]).
 
 pub mod api;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod console;

@@ -357,6 +357,36 @@ impl Node {
         Ok(())
     }
 
+    /// Removes a member: a voter leaves the voter set and the cluster in one joint change, a learner just
+    /// leaves. Refuses to remove the last voter (the cluster could never commit again). Runs on the leader.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), NodeError> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let membership = membership.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(NodeError::Membership(format!(
+                "node {id} is not a member; `cascade cluster status` lists them"
+            )));
+        }
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(NodeError::Membership(format!(
+                    "node {id} is the only voter; add another voter first (`cascade cluster add-voter`)"
+                )));
+            }
+            openraft::ChangeMembers::RemoveVoters(std::iter::once(id).collect())
+        } else {
+            openraft::ChangeMembers::RemoveNodes(std::iter::once(id).collect())
+        };
+        // retain = false: a removed voter is not kept on as a learner.
+        match tokio::time::timeout(MAX_WAIT, self.raft.change_membership(change, false)).await {
+            Ok(result) => result.map(|_| ()).map_err(membership_error),
+            Err(_) => Err(NodeError::OutcomeUnknown(format!(
+                "removing node {id} was not committed within {MAX_WAIT:?}; check `cascade cluster status`"
+            ))),
+        }
+    }
+
     /// Waits until the leader has replicated to `id` all but a few entries of its log.
     async fn wait_caught_up(&self, id: NodeId, within: Duration) -> Result<(), NodeError> {
         const MAX_LAG: u64 = 16;
@@ -411,6 +441,17 @@ impl Node {
         let (_, leader) = self.leader().ok_or_else(|| NodeError::NoLeader("no leader to change membership".into()))?;
         let body = bincode::serialize(&(id, info, voter)).map_err(|e| NodeError::Fatal(e.to_string()))?;
         let answer: Result<(), NodeError> = self.internal_call(&leader.addr, Endpoint::AddMember, body).await?;
+        answer
+    }
+
+    /// Removes a member through whichever node leads.
+    pub async fn remove_member_via_leader(&self, id: NodeId) -> Result<(), NodeError> {
+        if self.is_leader() {
+            return self.remove_member(id).await;
+        }
+        let (_, leader) = self.leader().ok_or_else(|| NodeError::NoLeader("no leader to change membership".into()))?;
+        let body = bincode::serialize(&id).map_err(|e| NodeError::Fatal(e.to_string()))?;
+        let answer: Result<(), NodeError> = self.internal_call(&leader.addr, Endpoint::RemoveMember, body).await?;
         answer
     }
 }

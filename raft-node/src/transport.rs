@@ -30,11 +30,13 @@ pub enum Endpoint {
     AddMember,
     /// The leader's cluster status.
     Cluster,
+    /// A member's removal forwarded to the leader.
+    RemoveMember,
 }
 
 impl Endpoint {
     /// Every endpoint, for routing.
-    pub const ALL: [Endpoint; 7] = [
+    pub const ALL: [Endpoint; 8] = [
         Endpoint::Append,
         Endpoint::Vote,
         Endpoint::Snapshot,
@@ -42,6 +44,7 @@ impl Endpoint {
         Endpoint::ReadIndex,
         Endpoint::AddMember,
         Endpoint::Cluster,
+        Endpoint::RemoveMember,
     ];
 
     /// The HTTP path.
@@ -54,6 +57,7 @@ impl Endpoint {
             Endpoint::ReadIndex => "/internal/v1/read-index",
             Endpoint::AddMember => "/internal/v1/add-member",
             Endpoint::Cluster => "/internal/v1/cluster",
+            Endpoint::RemoveMember => "/internal/v1/remove-member",
         }
     }
 }

@@ -104,6 +104,13 @@ const OPS: &[Op] = &[
         None,
     ),
     op("post", "/api/v1/cluster/members", "admin", "Add a learner or a voter.", Some("AddMemberRequest")),
+    op(
+        "delete",
+        "/api/v1/cluster/members/{id}",
+        "admin",
+        "Remove a voter or a learner (never the last voter).",
+        None,
+    ),
     op("get", "/api/v1/openapi.json", "none", "This document.", None),
     op("get", "/healthz", "none", "200 while Raft runs, with the leader and applied index.", None),
     op("get", "/metrics", "none", "Prometheus metrics in text format.", None),

@@ -102,6 +102,17 @@ pub async fn add_member(
     Ok(Json(json!({"added": body.id, "voter": body.voter})).into_response())
 }
 
+/// `DELETE /api/v1/cluster/members/{id}`: admin only.
+pub async fn remove_member(
+    State(app): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    app.node.remove_member_via_leader(id).await?;
+    Ok(Json(json!({"removed": id})).into_response())
+}
+
 /// Query of `GET /api/v1/audit`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

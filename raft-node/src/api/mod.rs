@@ -57,6 +57,8 @@ pub fn router(node: Arc<Node>, blobs: Option<Arc<crate::replication::Blobs>>) ->
         .route("/api/v1/cluster", get(cluster::status))
         .route("/api/v1/cluster/init", post(cluster::init))
         .route("/api/v1/cluster/members", post(cluster::add_member))
+        .route("/api/v1/cluster/members/{id}", axum::routing::delete(cluster::remove_member))
+        .route("/api/v1/admin/backup", get(crate::backup::handler))
         .route("/healthz", get(cluster::healthz))
         .route("/metrics", get(cluster::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint; the API lives under /api/v1") })
