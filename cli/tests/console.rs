@@ -1,5 +1,6 @@
 //! The web console in a real headless Chromium, driven over WebDriver (chromedriver + fantoccini), against
-//! real `cascade node` and `cascade worker` processes building a real git repository.
+//! real `cascade node` and `cascade worker` processes building a real git repository, and a region manager
+//! with two host agents in each of the node's regions (us, eu) rolling the build's small artifact out.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without `chromedriver` on PATH
 //! the test says so and passes, unless `CI` is set, where it fails. Screenshots go to `docs/screenshots/`
@@ -7,13 +8,20 @@
 
 mod common;
 
+use common::agents::AgentProcess;
 use common::builds::{local_stores, TestRepo, WorkerProcess};
-use common::{free_port, single_node_with, BUILDER, DEPLOYER, VIEWER};
+use common::{free_port, single_node_with, BUILDER, DEPLOYER, VIEWER, WORKER};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Regions with a regional store, each with one manager and [`HOSTS_PER_REGION`] hosts.
+const REGIONS: [&str; 2] = ["us", "eu"];
+
+/// Hosts per region: enough for a rollout with several hosts, few enough to keep the test fast.
+const HOSTS_PER_REGION: usize = 2;
 
 const CHROMIUM_FLAGS: [&str; 10] = [
     "--headless",
@@ -111,6 +119,22 @@ async fn exists(c: &Client, css: &str) -> bool {
     !c.find_all(Locator::Css(css)).await.expect("query the page").is_empty()
 }
 
+/// Clicks the element `css`, finding it again if a live update replaced it between finding and clicking
+/// (at most 5 tries).
+async fn click(c: &Client, css: &str) {
+    for attempt in 1..=5 {
+        let clicked = match c.find(Locator::Css(css)).await {
+            Ok(element) => element.click().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(e) if attempt == 5 => panic!("cannot click {css}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 async fn screenshot(c: &Client, dir: &Path, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
     std::fs::create_dir_all(dir).expect("screenshot dir");
@@ -122,36 +146,59 @@ async fn screenshot(c: &Client, dir: &Path, name: &str) {
 async fn post_from_page(c: &Client, path: &str, body: &str) -> u64 {
     let script = "return fetch(arguments[0], {method: 'POST', credentials: 'same-origin', redirect: 'manual', \
                   headers: {'content-type': 'application/x-www-form-urlencoded'}, body: arguments[1]}).then(r => r.status);";
-    let status = c.execute(script, vec![json!(path), json!(body)]).await.expect("run fetch in the page");
+    let status = c
+        .execute(script, vec![json!(path), json!(body)])
+        .await
+        .unwrap_or_else(|e| panic!("POST {path} with {body:?} from the page: {e}"));
     status.as_u64().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_builds_watches_and_deploys_in_a_real_browser() {
+    let started = Instant::now();
     let Some(chromedriver) = on_path("chromedriver") else {
         assert!(std::env::var_os("CI").is_none(), "CI must install chromium-driver (see scripts/setup.sh)");
         eprintln!("skipping the browser test: no chromedriver on PATH (apt-get install chromium chromium-driver)");
         return;
     };
-    let dir = tempfile::tempdir().expect("temp dir");
+    // `CASCADE_KEEP_TEST_DIR=1` keeps the logs (node, worker, agents, chromedriver) for a failed run.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (dir, _tmp) = if std::env::var_os("CASCADE_KEEP_TEST_DIR").is_some() {
+        let kept = tmp.keep();
+        eprintln!("keeping {}", kept.display());
+        (kept, None)
+    } else {
+        (tmp.path().to_path_buf(), Some(tmp))
+    };
     let shots = if std::env::var_os("CASCADE_SCREENSHOTS").is_some() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")
     } else {
-        dir.path().join("screenshots")
+        dir.join("screenshots")
     };
-    let repo = TestRepo::new(dir.path());
+    let repo = TestRepo::new(&dir);
     let recipe = "[build]\ncommand = \"echo compiling app; sleep 2; mkdir -p out && echo hello > out/app; echo done\"\nartifact = \"out/app\"\n";
     let commit = repo.commit("app", &[("cascade.toml", recipe)]);
-    let stores = local_stores(dir.path(), &["us", "eu"]);
-    let node = single_node_with(dir.path(), 300, &|config| {
+    let stores = local_stores(&dir, &REGIONS);
+    let node = single_node_with(&dir, 300, &|config| {
         config.stores = Some(stores.clone());
         config.replication.poll_interval_ms = 200;
         config.replication.sync_interval_secs = 1;
     })
     .await;
-    let _worker = WorkerProcess::start(dir.path(), "w1", &[node.spec.addr()], &stores.main, 300);
+    let _worker = WorkerProcess::start(&dir, "w1", &[node.spec.addr()], &stores.main, 300);
+    // A manager per region (reading the one node) with its hosts; they wait for a deploy.
+    let mut agents = Vec::new();
+    for region in REGIONS {
+        let manager = AgentProcess::manager(&dir, region, &[node.spec.addr()], WORKER, &stores.regions[region]);
+        for h in 0..HOSTS_PER_REGION {
+            agents.push(AgentProcess::host(&dir, &format!("{region}-host{h}"), manager.addr, false));
+        }
+        agents.push(manager);
+    }
+    let hosts = (REGIONS.len() * HOSTS_PER_REGION).to_string();
+    let hosts = hosts.as_str();
     let base = node.spec.url();
-    let (_driver, client) = start_browser(dir.path(), &chromedriver).await;
+    let (_driver, client) = start_browser(&dir, &chromedriver).await;
     let c = &client;
 
     // Not signed in: every page sends the browser to sign in.
@@ -221,7 +268,45 @@ async fn console_builds_watches_and_deploys_in_a_real_browser() {
     .await;
     assert_eq!(text(c, "#desired-build").await, Some(format!("#{id}")));
     assert_eq!(text(c, "#generation").await.as_deref(), Some("1"), "exactly one deploy: the forged ones did nothing");
+
+    // The rollout reaches 100 % in the page by live update (the marker survives: no reload).
+    c.execute("window.cascadeMarker = 43; return true;", vec![]).await.expect("set marker");
+    let all = "#rollout .progress[data-label=\"all regions\"]";
+    wait_until("every host active in the page", Duration::from_secs(120), || async move {
+        attr(c, all, "data-total").await.as_deref() == Some(hosts)
+            && attr(c, all, "data-active").await.as_deref() == Some(hosts)
+    })
+    .await;
+    let marker = c.execute("return window.cascadeMarker;", vec![]).await.expect("read marker");
+    assert_eq!(marker, json!(43), "the service page was reloaded instead of updated in place");
+    for region in REGIONS {
+        let bar = format!("#rollout .progress[data-label=\"{region}\"]");
+        let per_region = HOSTS_PER_REGION.to_string();
+        assert_eq!(attr(c, &bar, "data-active").await, Some(per_region), "{region}");
+    }
+    wait_until("the history's outcome complete", Duration::from_secs(10), || async move {
+        attr(c, "#history tr[data-generation=\"1\"] [data-outcome]", "data-outcome").await.as_deref()
+            == Some("complete")
+    })
+    .await;
+    assert_eq!(attr(c, "#control", "data-control").await.as_deref(), Some("running"));
     screenshot(c, &shots, "service").await;
+
+    // Pause, then Resume, the current rollout; a control POST without the anti-forgery token is refused.
+    assert_eq!(post_from_page(c, "/services/hello/control", "generation=1&action=abort").await, 403);
+    click(c, "#pause").await;
+    wait_until("the rollout shown paused", Duration::from_secs(10), || async move {
+        attr(c, "#control", "data-control").await.as_deref() == Some("paused")
+    })
+    .await;
+    assert!(!exists(c, "#pause").await, "a paused rollout offers Resume, not Pause");
+    screenshot(c, &shots, "service-paused").await;
+    click(c, "#resume").await;
+    wait_until("the rollout shown running", Duration::from_secs(10), || async move {
+        attr(c, "#control", "data-control").await.as_deref() == Some("running")
+    })
+    .await;
+    assert!(exists(c, "#pause").await && exists(c, "#abort").await);
     c.goto(&format!("{base}/cluster")).await.expect("open cluster");
     wait_until("the worker listed", Duration::from_secs(10), || async move {
         text(c, "#workers").await.is_some_and(|t| t.contains("w1"))
@@ -239,16 +324,25 @@ async fn console_builds_watches_and_deploys_in_a_real_browser() {
     assert!(!exists(c, "#deploy").await, "a viewer is offered no Deploy button");
     let csrf = attr(c, "input[name=csrf]", "value").await.expect("the sign-out form's token");
     assert_eq!(post_from_page(c, &format!("/builds/{id}/deploy"), &format!("csrf={csrf}")).await, 403);
+    c.goto(&format!("{base}/services/hello")).await.expect("open service");
+    assert_eq!(attr(c, "#control", "data-control").await.as_deref(), Some("running"));
+    assert!(!exists(c, "#controls").await, "a viewer is offered no Pause, Resume or Abort");
+    let body = format!("csrf={csrf}&generation=1&action=abort");
+    assert_eq!(post_from_page(c, "/services/hello/control", &body).await, 403);
     let status = node
         .client(VIEWER)
         .deployment(&cascade_core::ServiceName::parse("hello").expect("service"))
         .await
         .expect("deployment status");
-    assert_eq!(status.desired.map(|d| d.generation), Some(1), "the viewer's POST changed nothing");
+    let desired = status.desired.expect("desired version");
+    assert_eq!(desired.generation, 1, "the viewer's POST changed nothing");
+    assert_eq!(desired.control, cascade_core::state::RolloutControl::Running, "nor aborted the rollout");
 
     // The OpenAPI document is served beside the API.
     let doc: serde_json::Value =
         reqwest::get(format!("{base}/api/v1/openapi.json")).await.expect("openapi").json().await.expect("json");
     assert!(doc["paths"]["/api/v1/builds"]["post"].is_object());
     client.close().await.expect("close the browser");
+    drop(agents);
+    println!("browser test: {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -7,7 +7,7 @@ use crate::node::Node;
 use crate::replication::Blobs;
 use axum::Router;
 use cascade_core::api::{BuildLog, ClusterStatus, DeployRequest, Role, SubmitBuildRequest};
-use cascade_core::state::DesiredVersion;
+use cascade_core::state::{DesiredVersion, RolloutControl};
 use cascade_core::{Command, CommandOutput, Job, JobId, JobStatus, Manifest, Principal, ServiceName, State};
 use cascade_web::{BackendError, ConsoleBackend};
 use constant_time_eq::constant_time_eq;
@@ -109,6 +109,19 @@ impl ConsoleBackend for NodeConsole {
 
     async fn rollback(&self, actor: Principal, service: ServiceName) -> Result<DesiredVersion, BackendError> {
         match self.command(actor, Command::Rollback { service }).await? {
+            CommandOutput::Desired(desired) => Ok(desired),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn control_rollout(
+        &self,
+        actor: Principal,
+        service: ServiceName,
+        generation: u64,
+        control: RolloutControl,
+    ) -> Result<DesiredVersion, BackendError> {
+        match self.command(actor, Command::ControlRollout { service, generation, control }).await? {
             CommandOutput::Desired(desired) => Ok(desired),
             other => Err(unexpected(other)),
         }

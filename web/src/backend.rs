@@ -2,7 +2,7 @@
 //! this over its replica (so the console can also be driven by a fake backend in tests and benches).
 
 use cascade_core::api::{BuildLog, ClusterStatus, DeployRequest, Role, SubmitBuildRequest};
-use cascade_core::state::DesiredVersion;
+use cascade_core::state::{DesiredVersion, RolloutControl};
 use cascade_core::{Job, JobId, Principal, ServiceName, State};
 use std::future::Future;
 use std::time::Duration;
@@ -65,6 +65,16 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         &self,
         actor: Principal,
         service: ServiceName,
+    ) -> impl Future<Output = Result<DesiredVersion, BackendError>> + Send;
+
+    /// Pauses, resumes or aborts the rollout of `generation` of `service` (core's `Command::ControlRollout`,
+    /// which refuses any generation but the current one, so a stale page cannot stop a newer deploy).
+    fn control_rollout(
+        &self,
+        actor: Principal,
+        service: ServiceName,
+        generation: u64,
+        control: RolloutControl,
     ) -> impl Future<Output = Result<DesiredVersion, BackendError>> + Send;
 
     /// The end (at most `tail` bytes) of a build's latest attempt log, the source of `/api/v1/builds/{id}/log`.

@@ -48,6 +48,7 @@ pub fn router<B: ConsoleBackend>(backend: Arc<B>) -> Router {
         .route("/services", get(pages::service::list::<B>))
         .route("/services/{name}", get(pages::service::show::<B>))
         .route("/services/{name}/rollback", post(pages::service::rollback::<B>))
+        .route("/services/{name}/control", post(pages::service::control::<B>))
         .route("/cluster", get(pages::cluster::show::<B>))
         .route("/audit", get(pages::cluster::audit::<B>))
         .route("/events", get(pages::live::events::<B>))

@@ -3,7 +3,7 @@
 
 use crate::backend::{BackendError, ConsoleBackend};
 use cascade_core::api::{BuildLog, ClusterStatus, DeployRequest, Role, SubmitBuildRequest};
-use cascade_core::state::DesiredVersion;
+use cascade_core::state::{DesiredVersion, RolloutControl};
 use cascade_core::{
     Command, CommandError, CommandOutput, CommandResult, Job, JobId, Principal, Request, ServiceName, State, UnixMillis,
 };
@@ -45,7 +45,7 @@ impl MemoryBackend {
         self.apply(actor.as_str(), command).map_err(|e| {
             let status = match e {
                 CommandError::UnknownJob(_) => 404,
-                CommandError::WrongState { .. } => 409,
+                CommandError::WrongState { .. } | CommandError::RolloutControl { .. } => 409,
                 _ => 400,
             };
             BackendError::new(status, e.to_string())
@@ -107,6 +107,19 @@ impl ConsoleBackend for MemoryBackend {
 
     async fn rollback(&self, actor: Principal, service: ServiceName) -> Result<DesiredVersion, BackendError> {
         match self.run(actor, Command::Rollback { service })? {
+            CommandOutput::Desired(desired) => Ok(desired),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn control_rollout(
+        &self,
+        actor: Principal,
+        service: ServiceName,
+        generation: u64,
+        control: RolloutControl,
+    ) -> Result<DesiredVersion, BackendError> {
+        match self.run(actor, Command::ControlRollout { service, generation, control })? {
             CommandOutput::Desired(desired) => Ok(desired),
             other => Err(unexpected(other)),
         }

@@ -22,12 +22,25 @@
     busy = false;
     if (again) { again = false; refresh(); }
   }
-  const source = new EventSource("/events");
-  source.addEventListener("open", () => dot && dot.classList.add("on"));
-  source.addEventListener("error", () => dot && dot.classList.remove("on"));
-  source.addEventListener("applied", (e) => {
-    if (seen !== null && e.data !== seen) refresh();
-    seen = e.data;
+  let source = null;
+  function connect() {
+    source = new EventSource("/events");
+    source.addEventListener("open", () => dot && dot.classList.add("on"));
+    source.addEventListener("error", () => dot && dot.classList.remove("on"));
+    source.addEventListener("applied", (e) => {
+      if (seen !== null && e.data !== seen) refresh();
+      seen = e.data;
+    });
+  }
+  connect();
+  // A page kept in the back/forward cache must not keep its stream open: the browser allows only a few
+  // connections per host (6 in Chromium), and cached pages' streams would starve the live page's requests.
+  window.addEventListener("pagehide", () => { source.close(); dot && dot.classList.remove("on"); });
+  window.addEventListener("pageshow", (e) => {
+    if (!e.persisted) return;
+    seen = null;
+    connect();
+    refresh();
   });
 })();
 

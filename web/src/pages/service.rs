@@ -1,15 +1,17 @@
 //! Services: the desired version and generation, rollout progress per region and cluster, a chart of hosts
-//! active, the deploy history, and rollback to the previous build.
+//! active, pause / resume / abort of the current rollout, the deploy history with each rollout's outcome,
+//! and rollback to the previous build.
 
 use super::layout::{csrf_field, page};
 use super::time;
+use crate::session::Session;
 use crate::{ConsoleBackend, Reject, Shared};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Redirect;
 use axum::Form;
 use cascade_core::api::Role;
-use cascade_core::state::{ClusterRollout, DesiredVersion, RolloutCounts};
+use cascade_core::state::{ClusterRollout, DesiredVersion, RolloutControl, RolloutCounts};
 use cascade_core::{ClusterName, Region, ServiceName};
 use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
@@ -47,8 +49,71 @@ pub async fn list<B: ConsoleBackend>(State(console): State<Shared<B>>, headers: 
 
 struct ServiceView {
     desired: Option<DesiredVersion>,
-    history: Vec<DesiredVersion>,
+    /// Newest first, each with its rollout's counts summed over every cluster that reported.
+    history: Vec<(DesiredVersion, Option<RolloutCounts>)>,
     rollout: BTreeMap<(Region, ClusterName), ClusterRollout>,
+}
+
+/// Lower-case name of a rollout control, as shown and as read by tests (`data-control`).
+pub fn control_name(control: RolloutControl) -> &'static str {
+    match control {
+        RolloutControl::Running => "running",
+        RolloutControl::Paused => "paused",
+        RolloutControl::Aborted => "aborted",
+    }
+}
+
+/// The control state as a badge (the build badges' colours: running, waiting, failed).
+fn control_badge(control: RolloutControl) -> Markup {
+    let class = match control {
+        RolloutControl::Running => "running",
+        RolloutControl::Paused => "queued",
+        RolloutControl::Aborted => "failed",
+    };
+    html! { span class={"badge " (class)} { (control_name(control)) } }
+}
+
+/// Pause / Resume / Abort for the current generation: one CSRF-protected form whose buttons name the
+/// action. The generation travels with the form, so a page left open cannot stop a newer deploy.
+fn controls(session: &Session, desired: &DesiredVersion) -> Markup {
+    html! {
+        @if desired.control == RolloutControl::Aborted {
+            p.muted #controls { "Aborted: hosts keep their previous release. Deploy again to start a new rollout." }
+        } @else {
+            form.inline #controls method="post" action={"/services/" (desired.service) "/control"} {
+                (csrf_field(session))
+                input type="hidden" name="generation" value=(desired.generation);
+                @if desired.control == RolloutControl::Paused {
+                    button #resume type="submit" name="action" value="resume" { "Resume rollout" }
+                } @else {
+                    button #pause type="submit" name="action" value="pause" { "Pause rollout" }
+                }
+                " "
+                button.danger #abort type="submit" name="action" value="abort"
+                    onclick="return confirm('Abort this rollout? Hosts keep their previous release.')" { "Abort rollout" }
+            }
+        }
+    }
+}
+
+/// How one deploy's rollout went, from its control state and the counts its clusters last reported.
+fn outcome(entry: &DesiredVersion, counts: Option<&RolloutCounts>, current: bool) -> Markup {
+    let figures = |c: &RolloutCounts| {
+        let failed = if c.failed > 0 { format!(", {} failed", c.failed) } else { String::new() };
+        format!("{} / {} active{failed}", c.active, c.total)
+    };
+    let (class, word) = match (entry.control, counts, current) {
+        (RolloutControl::Aborted, _, _) => ("failed", "aborted"),
+        (_, Some(c), _) if c.total > 0 && c.active == c.total => ("succeeded", "complete"),
+        (RolloutControl::Paused, _, true) => ("queued", "paused"),
+        (_, _, true) => ("running", "in progress"),
+        (_, _, false) => ("cancelled", "superseded"),
+    };
+    html! {
+        span class={"badge " (class)} data-outcome=(word) { (word) }
+        " "
+        span.muted { @match counts { Some(c) => (figures(c)), None => "no host reported" } }
+    }
 }
 
 fn percent(part: u64, total: u64) -> f64 {
@@ -130,14 +195,30 @@ pub async fn show<B: ConsoleBackend>(
     let service = ServiceName::parse(name).map_err(|e| Reject::not_found(e.to_string()))?;
     let view = console.backend.read(|state, _| {
         let desired = state.desired.get(&service).cloned();
-        let history = state.deploy_history.get(&service).map(|h| h.iter().rev().cloned().collect()).unwrap_or_default();
+        let history = state
+            .deploy_history
+            .get(&service)
+            .map(|h| {
+                h.iter()
+                    .rev()
+                    .map(|d| {
+                        let counts = state
+                            .rollouts
+                            .get(&(service.clone(), d.generation))
+                            .map(|clusters| sum(clusters.values().map(|r| r.counts)));
+                        (d.clone(), counts)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let rollout = desired
             .as_ref()
             .and_then(|d| state.rollouts.get(&(service.clone(), d.generation)).cloned())
             .unwrap_or_default();
         ServiceView { desired, history, rollout }
     });
-    let previous = view.desired.as_ref().and_then(|d| view.history.iter().find(|h| h.build != d.build));
+    let previous = view.desired.as_ref().and_then(|d| view.history.iter().map(|(h, _)| h).find(|h| h.build != d.build));
+    let current = view.desired.as_ref().map(|d| d.generation);
     let mut regions: BTreeMap<&Region, Vec<(&ClusterName, &ClusterRollout)>> = BTreeMap::new();
     for ((region, cluster), r) in &view.rollout {
         regions.entry(region).or_default().push((cluster, r));
@@ -157,7 +238,9 @@ pub async fn show<B: ConsoleBackend>(
                             dt { "generation" } dd #generation { (d.generation) }
                             dt { "artifact" } dd.mono { (d.artifact.digest) }
                             dt { "deployed by" } dd { (d.set_by) " at " (time(d.set_at)) }
+                            dt { "rollout" } dd #control data-control=(control_name(d.control)) { (control_badge(d.control)) }
                         }
+                        @if session.allows(Role::Deployer) { (controls(&session, d)) }
                         @if let (Some(p), true) = (previous, session.allows(Role::Deployer)) {
                             form.inline method="post" action={"/services/" (service) "/rollback"} {
                                 (csrf_field(&session))
@@ -183,10 +266,16 @@ pub async fn show<B: ConsoleBackend>(
                 }
                 h2 { "History" }
                 table.list #history {
-                    thead { tr { th { "generation" } th { "build" } th { "deployed by" } th { "when" } } }
+                    thead { tr { th { "generation" } th { "build" } th { "deployed by" } th { "when" } th { "outcome" } } }
                     tbody {
-                        @for h in &view.history {
-                            tr { td { (h.generation) } td { a href={"/builds/" (h.build)} { "#" (h.build) } } td { (h.set_by) } td { (time(h.set_at)) } }
+                        @for (h, counts) in &view.history {
+                            tr data-generation=(h.generation) {
+                                td { (h.generation) }
+                                td { a href={"/builds/" (h.build)} { "#" (h.build) } }
+                                td { (h.set_by) }
+                                td { (time(h.set_at)) }
+                                td { (outcome(h, counts.as_ref(), Some(h.generation) == current)) }
+                            }
                         }
                     }
                 }
@@ -212,5 +301,40 @@ pub async fn rollback<B: ConsoleBackend>(
     let session = crate::authorize_post(&console, &headers, &form.csrf, Role::Deployer)?;
     let service = ServiceName::parse(name).map_err(|e| Reject::not_found(e.to_string()))?;
     console.backend.rollback(session.principal.clone(), service.clone()).await?;
+    Ok(Redirect::to(&format!("/services/{service}")))
+}
+
+/// Fields of the rollout control form.
+#[derive(Deserialize)]
+pub struct ControlForm {
+    #[serde(default)]
+    csrf: String,
+    /// The generation the page showed; core refuses any other than the current one.
+    #[serde(default)]
+    generation: String,
+    /// `pause`, `resume` or `abort` (the pressed button's value).
+    #[serde(default)]
+    action: String,
+}
+
+/// `POST /services/{name}/control`: pauses, resumes or aborts the current rollout, then shows the service.
+pub async fn control<B: ConsoleBackend>(
+    State(console): State<Shared<B>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<ControlForm>,
+) -> Result<Redirect, Reject> {
+    let session = crate::authorize_post(&console, &headers, &form.csrf, Role::Deployer)?;
+    let service = ServiceName::parse(name).map_err(|e| Reject::not_found(e.to_string()))?;
+    let bad = |detail: String| Reject::Status(axum::http::StatusCode::BAD_REQUEST, detail);
+    let generation: u64 =
+        form.generation.parse().map_err(|_| bad(format!("generation {:?} is not a number", form.generation)))?;
+    let control = match form.action.as_str() {
+        "pause" => RolloutControl::Paused,
+        "resume" => RolloutControl::Running,
+        "abort" => RolloutControl::Aborted,
+        other => return Err(bad(format!("no rollout action {other:?}: use pause, resume or abort"))),
+    };
+    console.backend.control_rollout(session.principal.clone(), service.clone(), generation, control).await?;
     Ok(Redirect::to(&format!("/services/{service}")))
 }
