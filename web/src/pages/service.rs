@@ -175,12 +175,16 @@ pub fn chart(rollout: &BTreeMap<(Region, ClusterName), ClusterRollout>, since: u
          <line x1=\"{pad}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" class=\"axis\"/>\
          <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{b}\" class=\"axis\"/>\
          <text x=\"2\" y=\"{t}\" class=\"tick\">{total}</text><text x=\"2\" y=\"{b}\" class=\"tick\">0</text>\
-         <text x=\"{r}\" y=\"{h}\" class=\"tick\" text-anchor=\"end\">+{secs:.0} s</text>\
+         <text x=\"{r}\" y=\"{h}\" class=\"tick\" text-anchor=\"end\">+{secs} s</text>\
          <polyline points=\"{points}\" class=\"line\"/></svg>",
         b = h - pad,
         r = w - pad,
         t = pad + 4.0,
-        secs = (end - since) as f64 / 1000.0,
+        // Tenths for a rollout of seconds (a small artifact on a few hosts), whole seconds beyond.
+        secs = match (end - since) as f64 / 1000.0 {
+            s if s < 10.0 => format!("{s:.1}"),
+            s => format!("{s:.0}"),
+        },
     );
     PreEscaped(svg)
 }
