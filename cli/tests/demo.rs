@@ -124,6 +124,25 @@ fn demo_builds_deploys_to_every_host_and_stops_cleanly_on_sigint() {
         }
     }
 
+    // `deploy --follow` as a script uses it: the same build again as generation 2, followed to 100 %, exit 0.
+    let deployer = summary["tokens"]["deployer"].as_str().unwrap();
+    let follow = Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .args(["--server", server, "--token", deployer, "--output", "json", "deploy", "--service", "hello"])
+        .args(["--build", &build.to_string(), "--follow", "--follow-timeout", "300"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&follow.stderr);
+    assert!(follow.status.success(), "deploy --follow: {stderr}");
+    let desired: serde_json::Value = serde_json::from_slice(&follow.stdout).unwrap();
+    assert_eq!(desired["generation"], 2, "{desired}");
+    assert!(stderr.contains(&format!("all {} hosts active", 3 * HOSTS_PER_REGION)), "{stderr}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_cascade"))
+        .args(["--server", server, "--token", viewer, "deploy", "--service", "hello", "--build", "0", "--follow"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "a viewer cannot deploy");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"), "{}", String::from_utf8_lossy(&refused.stderr));
+
     // Every kind of process serves Prometheus metrics.
     for kind in ["node", "worker", "manager", "host"] {
         let url = summary["metrics"][kind].as_str().unwrap();
