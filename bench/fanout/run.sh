@@ -8,6 +8,8 @@
 #   bash bench/fanout/run.sh N RATE_MBIT SIZE_MIB CHUNK_KIB      # defaults: 8 100 64 1024
 #   SYSTEMS="cascade nginx aria2" (default all three)   BIN=dir of the release `cascade` and `fanout`
 #   LOOPBACK=1: Cascade only, every agent on 127.0.0.1, no namespaces and no tc (unthrottled swarm)
+#   TMPDIR=/dev/shm: work dir on tmpfs (a shared disk's write-back stalls otherwise show in the times)
+#   TC_STATS=1: bytes sent and packets dropped on every link after each system
 #
 # Needs root, iproute2 (ip netns, tc tbf), nginx-light, aria2, opentracker, mktorrent, curl (Debian). The
 # machine's own network is untouched: the bridge lives in a namespace of its own, and everything this
@@ -278,6 +280,18 @@ EOF
   wait "${swarm[@]}" 2>/dev/null || true
 }
 
+# TC_STATS=1: after each system, bytes and drops of every link as the bridge saw them.
+tc_stats() {
+  [ "${TC_STATS:-0}" = 1 ] && [ "$LOOPBACK" != 1 ] || return 0
+  local link
+  for link in seed $(seq -f 'h%g' 1 "$N"); do
+    printf '%s to-host: %s  from-host: %s\n' "$link" \
+      "$(ip netns exec "$TAG-br" tc -s qdisc show dev "v$link" | awk '/Sent/{print $2" B, dropped "$7}')" \
+      "$(ip netns exec "$TAG-$link" tc -s qdisc show dev eth0 | awk '/Sent/{print $2" B, dropped "$7}')"
+  done
+}
+
 for system in $SYSTEMS; do
   "run_$system"
+  tc_stats
 done
