@@ -1,5 +1,7 @@
 //! The console's router over the in-memory backend: sign-in, roles, CSRF, validation and paging.
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
@@ -7,6 +9,7 @@ use cascade_core::api::Role;
 use cascade_core::{Command, CommitSha, RepoUrl, ServiceName};
 use cascade_web::testing::MemoryBackend;
 use cascade_web::ConsoleBackend;
+use common::{get, post};
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -40,30 +43,9 @@ async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Option<Strin
 
 /// Signs in; returns the session cookie (`name=value`) and the page's CSRF token.
 async fn sign_in(app: &Router, token: &str) -> (String, String) {
-    let request = Request::post("/login")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(format!("token={token}")))
-        .expect("request");
-    let response = app.clone().oneshot(request).await.expect("login");
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let set = response.headers().get(header::SET_COOKIE).expect("cookie").to_str().expect("ascii").to_string();
+    let (cookie, csrf, set) = common::sign_in(app, token).await;
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
-    let cookie = set.split(';').next().expect("name=value").to_string();
-    let (_, _, page) = send(app, get("/builds", &cookie)).await;
-    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).expect("csrf field");
-    (cookie, csrf.to_string())
-}
-
-fn get(path: &str, cookie: &str) -> Request<Body> {
-    Request::get(path).header(header::COOKIE, cookie).body(Body::empty()).expect("request")
-}
-
-fn post(path: &str, cookie: &str, body: &str) -> Request<Body> {
-    Request::post(path)
-        .header(header::COOKIE, cookie)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(body.to_string()))
-        .expect("request")
+    (cookie, csrf)
 }
 
 #[tokio::test]

@@ -2,9 +2,9 @@
 //! deployers only, CSRF and role checked on the server, core's refusals passed through, and the deploy
 //! history's outcome column.
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use axum::Router;
+mod common;
+
+use axum::http::StatusCode;
 use cascade_core::api::Role;
 use cascade_core::state::{RolloutControl, RolloutCounts};
 use cascade_core::{
@@ -12,8 +12,8 @@ use cascade_core::{
 };
 use cascade_web::testing::MemoryBackend;
 use cascade_web::ConsoleBackend;
+use common::{get, post, send_body as send};
 use std::sync::Arc;
-use tower::ServiceExt;
 
 const TOKENS: [(&str, &str, Role); 2] = [("t-view", "victor", Role::Viewer), ("t-deploy", "dora", Role::Deployer)];
 
@@ -44,39 +44,6 @@ fn report(backend: &MemoryBackend, generation: u64, active: u64) {
     backend.apply("worker", command).expect("report");
 }
 
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, String) {
-    let response = app.clone().oneshot(request).await.expect("router answers");
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 24).await.expect("body");
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// Signs in; returns the session cookie (`name=value`) and its CSRF token.
-async fn sign_in(app: &Router, token: &str) -> (String, String) {
-    let request = Request::post("/login")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(format!("token={token}")))
-        .expect("request");
-    let response = app.clone().oneshot(request).await.expect("login");
-    let set = response.headers().get(header::SET_COOKIE).expect("cookie").to_str().expect("ascii").to_string();
-    let cookie = set.split(';').next().expect("name=value").to_string();
-    let (_, page) = send(app, get("/builds", &cookie)).await;
-    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).expect("csrf field");
-    (cookie, csrf.to_string())
-}
-
-fn get(path: &str, cookie: &str) -> Request<Body> {
-    Request::get(path).header(header::COOKIE, cookie).body(Body::empty()).expect("request")
-}
-
-fn post(path: &str, cookie: &str, body: &str) -> Request<Body> {
-    Request::post(path)
-        .header(header::COOKIE, cookie)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(body.to_string()))
-        .expect("request")
-}
-
 fn control(backend: &MemoryBackend) -> RolloutControl {
     backend.read(|state, _| state.desired[&ServiceName::parse("app").expect("service")].control)
 }
@@ -92,8 +59,8 @@ async fn rollout_controls_are_for_deployers_checked_and_shown() {
     backend.apply("dora", deploy(second)).expect("deploy 2");
     report(&backend, 2, 1);
 
-    let (viewer, viewer_csrf) = sign_in(&app, "t-view").await;
-    let (deployer, csrf) = sign_in(&app, "t-deploy").await;
+    let (viewer, viewer_csrf, _) = common::sign_in(&app, "t-view").await;
+    let (deployer, csrf, _) = common::sign_in(&app, "t-deploy").await;
     let (_, page) = send(&app, get("/services/app", &viewer)).await;
     assert!(page.contains("data-control=\"running\"") && !page.contains("id=\"controls\""), "{page}");
     let (_, page) = send(&app, get("/services/app", &deployer)).await;
