@@ -377,6 +377,16 @@ impl Client {
         Ok(())
     }
 
+    /// Asks for (or renews) a region manager's lease of its cluster. A 409 `ClientError::Api` means another
+    /// manager holds it; its detail names the holder and the expiry.
+    pub async fn acquire_manager_lease(
+        &self,
+        request: &cascade_core::api::ManagerLeaseRequest,
+    ) -> Result<cascade_core::manager_lease::ManagerLease, ClientError> {
+        // Idempotent for one holder: a resent request renews the same lease.
+        self.post("/api/v1/managers/lease", request, Retry::Always).await
+    }
+
     /// An artifact's record: digest, size, replication per region.
     pub async fn artifact(
         &self,

@@ -202,6 +202,25 @@ pub struct RolloutReport {
     pub cluster: ClusterName,
     /// Host counts.
     pub counts: crate::state::RolloutCounts,
+    /// The reporting manager's lease holder id; required once the cluster has a manager lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+}
+
+/// `POST /api/v1/managers/lease`: a region manager asks to become (or stay) the one that acts for its
+/// cluster. 200 with the [`crate::manager_lease::ManagerLease`] when granted or renewed; 409 naming the
+/// holder and its expiry while another manager holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerLeaseRequest {
+    /// The manager's region.
+    pub region: Region,
+    /// The manager's cluster.
+    pub cluster: ClusterName,
+    /// The manager's unique id.
+    pub holder: String,
+    /// How long the lease lasts unless renewed, milliseconds (0 gives it up).
+    pub ttl_ms: u64,
 }
 
 /// `GET /api/v1/desired`: every service's desired version, as of `applied_index`.

@@ -49,6 +49,18 @@ pub enum Command {
     ControlRollout { service: ServiceName, generation: u64, control: RolloutControl },
     /// A region manager's batched host counts for one cluster.
     ReportRollout { service: ServiceName, generation: u64, region: Region, cluster: ClusterName, counts: RolloutCounts },
+    /// Grant or renew the manager lease of (region, cluster) to `holder` for `ttl_ms` when it is free,
+    /// expired or already its own; refused while another manager holds it (see [`crate::manager_lease`]).
+    AcquireManagerLease { region: Region, cluster: ClusterName, holder: String, ttl_ms: u64 },
+    /// [`Command::ReportRollout`] from the manager `holder`: accepted only while it holds the cluster's lease.
+    ReportRolloutHeld {
+        holder: String,
+        service: ServiceName,
+        generation: u64,
+        region: Region,
+        cluster: ClusterName,
+        counts: RolloutCounts,
+    },
 }
 
 impl Command {
@@ -64,7 +76,8 @@ impl Command {
             Self::Cancel { .. } => "cancel",
             Self::RecordReplication { .. } => "record_replication",
             Self::SetDesiredVersion { .. } => "set_desired_version",
-            Self::ReportRollout { .. } => "report_rollout",
+            Self::ReportRollout { .. } | Self::ReportRolloutHeld { .. } => "report_rollout",
+            Self::AcquireManagerLease { .. } => "acquire_manager_lease",
             Self::Rollback { .. } => "rollback",
             Self::ControlRollout { .. } => "control_rollout",
         }
@@ -115,6 +128,8 @@ pub enum CommandOutput {
     Desired(DesiredVersion),
     /// Rollout counts recorded.
     RolloutRecorded,
+    /// The manager lease as granted or renewed.
+    ManagerLease(crate::manager_lease::ManagerLease),
 }
 
 /// Why a command was refused. A refused command changes nothing.
@@ -189,6 +204,31 @@ pub enum CommandError {
     /// Counts that cannot be true (parts larger than the total).
     #[error("invalid rollout counts: {0}")]
     InvalidCounts(String),
+    /// Another manager holds the cluster's manager lease: stand by and ask again after it expires.
+    #[error("the manager lease of {region}/{cluster} is held by {holder} until {} (Unix ms); standing by", expires_at.0)]
+    ManagerLeaseHeld {
+        /// The region.
+        region: Region,
+        /// The cluster.
+        cluster: ClusterName,
+        /// Who holds it.
+        holder: String,
+        /// When it expires unless renewed.
+        expires_at: UnixMillis,
+    },
+    /// A rollout report from a manager that does not hold the cluster's lease (any more): its counts are
+    /// stale and must not overwrite the holder's.
+    #[error("rollout report refused: the manager lease of {region}/{cluster} belongs to {holder} (until {} Unix ms)", expires_at.0)]
+    NotManagerLeaseHolder {
+        /// The region.
+        region: Region,
+        /// The cluster.
+        cluster: ClusterName,
+        /// Who holds (or last held) it.
+        holder: String,
+        /// When it expires (or expired).
+        expires_at: UnixMillis,
+    },
     /// A value in the command breaks a domain rule (see [`crate::InvalidValue`]).
     #[error("{0}")]
     Invalid(crate::InvalidValue),
@@ -204,6 +244,7 @@ impl CommandError {
             Self::ServiceMismatch { .. } | Self::InvalidCounts(_) | Self::Invalid(_) => "invalid_request",
             Self::UnknownGeneration { .. } | Self::NothingToRollBack(_) => "not_found",
             Self::RolloutControl { .. } => "wrong_state",
+            Self::ManagerLeaseHeld { .. } | Self::NotManagerLeaseHolder { .. } => "wrong_state",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod command;
 pub mod fanout;
 pub mod ids;
 pub mod job;
+pub mod manager_lease;
 pub mod manifest;
 pub mod state;
 

@@ -145,6 +145,9 @@ pub struct ClusterRollout {
     pub counts: RolloutCounts,
     /// When the manager reported them.
     pub reported_at: UnixMillis,
+    /// The manager lease holder that reported them (none from a manager without a lease).
+    #[serde(default)]
+    pub reported_by: Option<String>,
 }
 
 /// One line of the audit log.
@@ -193,6 +196,9 @@ pub struct State {
     pub workers: BTreeMap<WorkerId, UnixMillis>,
     /// Who did what.
     pub audit: Vec<AuditEntry>,
+    /// Region manager leases per region, then cluster (see [`crate::manager_lease`]).
+    #[serde(default)]
+    pub manager_leases: BTreeMap<Region, BTreeMap<ClusterName, crate::manager_lease::ManagerLease>>,
 }
 
 /// [`State::rollouts`] is keyed by tuples, which JSON objects cannot have, so it is serialized as a list of
@@ -274,7 +280,13 @@ impl State {
                 self.control_rollout(now, actor, service, *generation, *control)
             }
             Command::ReportRollout { service, generation, region, cluster, counts } => {
-                self.report_rollout(now, service, *generation, region, cluster, *counts)
+                self.report_rollout(now, None, service, *generation, region, cluster, *counts)
+            }
+            Command::ReportRolloutHeld { holder, service, generation, region, cluster, counts } => {
+                self.report_rollout(now, Some(holder), service, *generation, region, cluster, *counts)
+            }
+            Command::AcquireManagerLease { region, cluster, holder, ttl_ms } => {
+                self.acquire_manager_lease(now, actor, region, cluster, holder, *ttl_ms)
             }
         };
         if result.is_ok() {
@@ -284,7 +296,7 @@ impl State {
         result
     }
 
-    fn audit(&mut self, at: UnixMillis, actor: &Principal, action: &str, detail: String) {
+    pub(crate) fn audit(&mut self, at: UnixMillis, actor: &Principal, action: &str, detail: String) {
         let seq = self.audit.len() as u64 + 1;
         self.audit.push(AuditEntry { seq, at, actor: actor.clone(), action: action.to_string(), detail });
     }
@@ -598,9 +610,11 @@ impl State {
         Ok(CommandOutput::Desired(desired))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn report_rollout(
         &mut self,
         now: UnixMillis,
+        holder: Option<&String>,
         service: &ServiceName,
         generation: u64,
         region: &Region,
@@ -611,6 +625,7 @@ impl State {
         if generation == 0 || generation > latest {
             return Err(CommandError::UnknownGeneration { service: service.clone(), generation, latest });
         }
+        self.check_report_holder(now, region, cluster, holder.map(String::as_str))?;
         let parts = [counts.fetching, counts.verified, counts.active, counts.failed];
         let sum = parts.iter().try_fold(0u64, |acc, n| acc.checked_add(*n));
         if sum.is_none_or(|s| s > counts.total) {
@@ -618,10 +633,10 @@ impl State {
                 "fetching + verified + active + failed must not exceed total ({counts:?})"
             )));
         }
-        self.rollouts
-            .entry((service.clone(), generation))
-            .or_default()
-            .insert((region.clone(), cluster.clone()), ClusterRollout { counts, reported_at: now });
+        self.rollouts.entry((service.clone(), generation)).or_default().insert(
+            (region.clone(), cluster.clone()),
+            ClusterRollout { counts, reported_at: now, reported_by: holder.cloned() },
+        );
         Ok(CommandOutput::RolloutRecorded)
     }
 

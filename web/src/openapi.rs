@@ -92,6 +92,13 @@ const OPS: &[Op] = &[
         "A region manager's host counts for one cluster of a rollout.",
         Some("RolloutReport"),
     ),
+    op(
+        "post",
+        "/api/v1/managers/lease",
+        "worker",
+        "Grant or renew a region manager's lease of its cluster; 409 names the holder while another holds it.",
+        Some("ManagerLeaseRequest"),
+    ),
     op("get", "/api/v1/artifacts/{digest}", "viewer", "An artifact's record with its replication per region.", None),
     op("get", "/api/v1/desired", "viewer", "Every desired version; long-polled with ?after=I&wait=S.", None),
     op("get", "/api/v1/audit", "viewer", "The audit log, newest first, paged.", None),
@@ -133,7 +140,8 @@ fn schemas() -> Value {
         "DeployRequest": object(json!({"service": label, "build": uint}), &["service", "build"]),
         "RolloutControlRequest": object(json!({"generation": uint}), &["generation"]),
         "RolloutCounts": object(json!({"total": uint, "fetching": uint, "verified": uint, "active": uint, "failed": uint}), &["total", "fetching", "verified", "active", "failed"]),
-        "RolloutReport": object(json!({"service": label, "generation": uint, "region": label, "cluster": label, "counts": {"$ref": "#/components/schemas/RolloutCounts"}}), &["service", "generation", "region", "cluster", "counts"]),
+        "RolloutReport": object(json!({"service": label, "generation": uint, "region": label, "cluster": label, "counts": {"$ref": "#/components/schemas/RolloutCounts"}, "holder": string}), &["service", "generation", "region", "cluster", "counts"]),
+        "ManagerLeaseRequest": object(json!({"region": label, "cluster": label, "holder": string, "ttl_ms": uint}), &["region", "cluster", "holder", "ttl_ms"]),
         "AddMemberRequest": object(json!({"id": uint, "addr": string, "region": label, "voter": {"type": "boolean"}}), &["id", "addr", "region", "voter"]),
         "ErrorBody": {"type": "object", "properties": {"error": string, "detail": string}, "required": ["error", "detail"]},
     })

@@ -10,7 +10,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cascade_core::api::{DeployRequest, DeploymentStatus, DesiredVersions, Role, RolloutControlRequest, RolloutReport};
+use cascade_core::api::{
+    DeployRequest, DeploymentStatus, DesiredVersions, ManagerLeaseRequest, Role, RolloutControlRequest, RolloutReport,
+};
 use cascade_core::state::RolloutControl;
 use cascade_core::{Command, CommandOutput, ServiceName};
 use serde::Deserialize;
@@ -76,9 +78,28 @@ pub async fn report(
     ApiJson(body): ApiJson<RolloutReport>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Worker)?;
-    let RolloutReport { service, generation, region, cluster, counts } = body;
-    app.node.write(caller.name, Command::ReportRollout { service, generation, region, cluster, counts }).await??;
+    let RolloutReport { service, generation, region, cluster, counts, holder } = body;
+    let command = match holder {
+        Some(holder) => Command::ReportRolloutHeld { holder, service, generation, region, cluster, counts },
+        None => Command::ReportRollout { service, generation, region, cluster, counts },
+    };
+    app.node.write(caller.name, command).await??;
     Ok(Json(serde_json::json!({ "recorded": true })).into_response())
+}
+
+/// `POST /api/v1/managers/lease`: grants or renews a region manager's lease of its cluster (409 while
+/// another manager holds it).
+pub async fn manager_lease(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ManagerLeaseRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Worker)?;
+    let ManagerLeaseRequest { region, cluster, holder, ttl_ms } = body;
+    match app.node.write(caller.name, Command::AcquireManagerLease { region, cluster, holder, ttl_ms }).await?? {
+        CommandOutput::ManagerLease(lease) => Ok(Json(lease).into_response()),
+        other => Err(unexpected(other)),
+    }
 }
 
 /// `GET /api/v1/artifacts/{digest}`: an artifact's record with its replication per region.

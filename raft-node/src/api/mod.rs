@@ -51,6 +51,7 @@ pub fn router(node: Arc<Node>, blobs: Option<Arc<crate::replication::Blobs>>) ->
         .route("/api/v1/deployments/{service}/rollback", post(deploy::rollback))
         .route("/api/v1/deployments/{service}/{action}", post(deploy::control))
         .route("/api/v1/rollouts/report", post(deploy::report))
+        .route("/api/v1/managers/lease", post(deploy::manager_lease))
         .route("/api/v1/artifacts/{digest}", get(deploy::artifact))
         .route("/api/v1/desired", get(deploy::desired))
         .route("/api/v1/audit", get(cluster::audit))
