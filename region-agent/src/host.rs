@@ -27,8 +27,13 @@ pub struct HostConfig {
     /// Address peers use to reach it; `listen` by default.
     #[serde(default)]
     pub advertise: Option<SocketAddr>,
-    /// The manager's QUIC address.
-    pub manager: SocketAddr,
+    /// The manager's QUIC address (one manager); see `managers`.
+    #[serde(default)]
+    pub manager: Option<SocketAddr>,
+    /// The QUIC addresses of the cluster's managers (active and standby): the host registers with whichever
+    /// accepts and tries the others when its session ends.
+    #[serde(default)]
+    pub managers: Vec<SocketAddr>,
     /// Releases, downloads and `current` links.
     pub data_dir: PathBuf,
     /// Releases kept for rollbacks and chunk reuse.
@@ -69,9 +74,25 @@ impl HostConfig {
     /// Reads a config file.
     pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("host config {} is invalid: {e}", path.display()))
+        let config: Self =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("host config {} is invalid: {e}", path.display()))?;
+        config.manager_addrs().map_err(|e| anyhow::anyhow!("host config {} is invalid: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Every manager to try, in order: `managers`, then `manager` when it is not among them.
+    pub fn manager_addrs(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        let mut addrs = self.managers.clone();
+        if let Some(one) = self.manager.filter(|m| !addrs.contains(m)) {
+            addrs.push(one);
+        }
+        anyhow::ensure!(!addrs.is_empty(), "set `manager = \"addr\"` or `managers = [\"addr\", ...]`");
+        Ok(addrs)
     }
 }
+
+/// How long a host waits for a manager's QUIC handshake before trying the next one.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Counters a test or an operator reads from `status.json` in the data dir.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
@@ -131,29 +152,47 @@ pub async fn run(config: HostConfig, mut shutdown: watch::Receiver<bool>) -> any
         None => None,
     };
     tokio::spawn(serve_chunks(host.clone()));
+    let managers = host.config.manager_addrs()?;
     let mut backoff = Duration::from_millis(100);
-    loop {
+    // Tries each manager in turn: the standby refuses, a dead one times out, the active one keeps the session.
+    for attempt in 0usize.. {
+        let manager = managers[attempt % managers.len()];
+        let registered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tokio::select! {
-            result = control_session(host.clone()) => {
+            result = control_session(host.clone(), manager, registered.clone()) => {
                 if let Err(e) = result {
-                    tracing::warn!(host = %host.config.name, "manager session ended: {e:#}; reconnecting in {backoff:?}");
+                    tracing::warn!(host = %host.config.name, %manager, "manager session ended: {e:#}");
                 }
             }
             _ = shutdown.changed() => break,
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => break,
+        if registered.load(std::sync::atomic::Ordering::Relaxed) {
+            backoff = Duration::from_millis(100);
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        // Back off only after every manager was tried once more.
+        if (attempt + 1) % managers.len() == 0 {
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
     }
     host.endpoint.close(0u32.into(), b"host shutting down");
     Ok(())
 }
 
-/// One session with the manager: register, then follow its instructions until the stream ends.
-async fn control_session(host: Arc<Host>) -> anyhow::Result<()> {
-    let connection = host.endpoint.connect(host.config.manager, AGENT_SERVER_NAME)?.await?;
+/// One session with a manager: register, then follow its instructions until the stream ends or the manager
+/// refuses (it stands by); `registered` turns true once the manager welcomed the host.
+async fn control_session(
+    host: Arc<Host>,
+    manager: SocketAddr,
+    registered: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<()> {
+    let connecting = host.endpoint.connect(manager, AGENT_SERVER_NAME)?;
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;
     let (mut send, mut recv) = connection.open_bi().await?;
     let data_addr = host.config.advertise.unwrap_or(host.config.listen);
     write_frame(&mut send, &StreamOpen::Control { name: host.config.name.clone(), data_addr }).await?;
@@ -168,7 +207,11 @@ async fn control_session(host: Arc<Host>) -> anyhow::Result<()> {
     let result = async {
         while let Some(message) = read_frame::<ManagerMessage>(&mut recv).await? {
             match message {
-                ManagerMessage::Welcome { host_id } => tracing::info!(host = %host.config.name, host_id, "registered"),
+                ManagerMessage::Welcome { host_id } => {
+                    registered.store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(host = %host.config.name, host_id, %manager, "registered");
+                }
+                ManagerMessage::Refused { reason } => anyhow::bail!("refused: {reason}"),
                 ManagerMessage::Prepare { service, generation, manifest } => {
                     let host = host.clone();
                     let tx = tx.clone();
@@ -335,8 +378,12 @@ async fn serve_chunks(host: Arc<Host>) {
                                 bytes[0] ^= 0xff;
                             }
                             let answer = ChunkAnswer::Ok { len: bytes.len() as u64 };
-                            if write_frame(&mut send, &answer).await.is_ok() && send.write_all(&bytes).await.is_ok() {
-                                host.metrics.sent(peer, bytes.len() as u64);
+                            let len = bytes.len() as u64;
+                            // Hand the buffer to quinn as it is: `write_all` would copy the chunk once more.
+                            if write_frame(&mut send, &answer).await.is_ok()
+                                && send.write_chunk(bytes::Bytes::from(bytes)).await.is_ok()
+                            {
+                                host.metrics.sent(peer, len);
                             }
                         }
                         _ => {

@@ -164,6 +164,12 @@ pub enum ManagerMessage {
         /// The artifact.
         digest: Digest,
     },
+    /// This manager does not act for the cluster (it is the standby, or just lost its lease): the host
+    /// ends the session and registers with another manager.
+    Refused {
+        /// Why, naming the lease holder when known.
+        reason: String,
+    },
 }
 
 /// Receiver → sender, first frame of a data stream.

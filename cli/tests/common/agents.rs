@@ -111,6 +111,72 @@ impl AgentProcess {
         agent
     }
 
+    /// Starts one of several managers of a region's cluster `c1`: named `name` in the manager lease, with
+    /// a lease of `lease_ttl_ms`.
+    pub fn manager_ha(
+        dir: &Path,
+        region: &str,
+        name: &str,
+        servers: &[String],
+        token: &str,
+        store: &StoreConfig,
+        lease_ttl_ms: u64,
+    ) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let data_dir = dir.join(name);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let config = format!(
+            "region = \"{region}\"\ncluster = \"c1\"\nname = \"{name}\"\nlease_ttl_ms = {lease_ttl_ms}\nservers = {servers:?}\ntoken = \"{token}\"\nlisten = \"{addr}\"\nreport_interval_ms = 500\nstatus_file = {:?}\n{}\n{}",
+            data_dir.join("status.json").display().to_string(),
+            store_section(store),
+            certs_for(dir, name),
+        );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let mut agent = Self {
+            name: name.into(),
+            config: path,
+            log: dir.join(format!("{name}.log")),
+            data_dir,
+            addr,
+            role: "manager",
+            child: None,
+        };
+        agent.spawn();
+        agent
+    }
+
+    /// The manager's status file.
+    pub fn manager_status(&self) -> Option<serde_json::Value> {
+        let bytes = std::fs::read(self.data_dir.join("status.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Starts a host agent that registers with whichever of `managers` accepts it.
+    pub fn host_with_managers(dir: &Path, name: &str, managers: &[SocketAddr]) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let data_dir = dir.join(name);
+        let managers: Vec<String> = managers.iter().map(ToString::to_string).collect();
+        let config = format!(
+            "name = \"{name}\"\nlisten = \"{addr}\"\nmanagers = {managers:?}\ndata_dir = {:?}\nfetch_timeout_secs = 20\nactivation_hook = \"test -s \\\"$CASCADE_RELEASE/artifact\\\"\"\n{}",
+            data_dir.display().to_string(),
+            certs_for(dir, name),
+        );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let mut agent = Self {
+            name: name.into(),
+            config: path,
+            log: dir.join(format!("{name}.log")),
+            data_dir,
+            addr,
+            role: "host",
+            child: None,
+        };
+        agent.spawn();
+        agent
+    }
+
     /// Starts a host agent that registers with `manager`.
     pub fn host(dir: &Path, name: &str, manager: SocketAddr, corrupt_uploads: bool) -> Self {
         Self::host_with_metrics(dir, name, manager, corrupt_uploads, None)

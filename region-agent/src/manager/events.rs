@@ -7,6 +7,10 @@ impl Manager {
         match event {
             Event::Desired(desired) => self.desired(desired),
             Event::Ready { service, generation, manifest } => self.ready(service, generation, manifest),
+            Event::HostJoined { name, addr, id, .. } if !self.is_active() => {
+                tracing::info!(host = %name, %addr, "host refused: standing by");
+                let _ = id.send(Err(self.refusal()));
+            }
             Event::HostJoined { name, addr, tx, id } => {
                 let host_id = match self.ids.get(&name) {
                     Some(id) => *id,
@@ -20,7 +24,7 @@ impl Manager {
                 self.next_session += 1;
                 let session = self.next_session;
                 let _ = tx.send(ManagerMessage::Welcome { host_id });
-                let _ = id.send((host_id, session));
+                let _ = id.send(Ok((host_id, session)));
                 tracing::info!(host = %name, host_id, %addr, "host registered");
                 self.hosts.insert(host_id, HostEntry { name, addr, tx: Some(tx), session });
                 self.metrics.hosts_connected(self.live_hosts().count());
@@ -53,20 +57,21 @@ impl Manager {
             }
             Event::Host { id, message } => self.host_message(id, message),
             Event::Tick => self.report(),
+            Event::Lease(answer) => self.lease_answer(answer),
         }
     }
 
-    fn send(&self, host: u32, message: ManagerMessage) {
+    pub(super) fn send(&self, host: u32, message: ManagerMessage) {
         if let Some(tx) = self.hosts.get(&host).and_then(|h| h.tx.as_ref()) {
             let _ = tx.send(message);
         }
     }
 
-    fn live_hosts(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(super) fn live_hosts(&self) -> impl Iterator<Item = u32> + '_ {
         self.hosts.iter().filter(|(_, h)| h.tx.is_some()).map(|(id, _)| *id)
     }
 
-    fn host_left(&mut self, id: u32) {
+    pub(super) fn host_left(&mut self, id: u32) {
         for rollout in self.rollouts.values_mut() {
             if rollout.joined.remove(&id) {
                 if let Phase::Running { scheduler, .. } = &mut rollout.phase {
@@ -123,19 +128,14 @@ impl Manager {
         if rollout.generation != generation || manifest.digest != rollout.digest {
             return;
         }
-        let chunks = u32::try_from(manifest.chunk_count()).unwrap_or(u32::MAX);
-        let mut config = FanoutConfig::new(chunks.max(1));
-        config.rng_seed = generation;
-        let mut scheduler = match Scheduler::new(config) {
-            Ok(s) => Box::new(s),
+        let chunks = manifest.chunk_count();
+        let scheduler = match fresh_scheduler(&manifest, generation) {
+            Ok(s) => s,
             Err(e) => {
                 tracing::error!(%service, "cannot schedule this artifact: {e}");
                 return;
             }
         };
-        for chunk in 0..chunks {
-            let _ = scheduler.seed_has(ChunkId(chunk));
-        }
         self.manifests.write().expect("manifests lock").insert(manifest.digest.clone(), manifest.clone());
         tracing::info!(%service, generation, chunks, "replicated here: rollout starts");
         rollout.phase = Phase::Running { manifest: manifest.clone(), scheduler };
@@ -199,6 +199,9 @@ impl Manager {
 
     /// Hands out transfers and activations for every running rollout.
     pub(super) fn schedule(&mut self) {
+        if !self.is_active() {
+            return;
+        }
         let mut messages: Vec<(u32, ManagerMessage)> = Vec::new();
         let mut reports = Vec::new();
         for (service, rollout) in &mut self.rollouts {
@@ -270,6 +273,7 @@ impl Manager {
     /// Counts per rollout, reported through the state machine when they changed (one write per service per
     /// interval, whatever the number of hosts), and written to the status file.
     fn report(&mut self) {
+        let acting = self.is_active();
         let live: HashSet<u32> = self.live_hosts().collect();
         for (service, rollout) in &self.rollouts {
             let total = live.len() as u64;
@@ -290,9 +294,10 @@ impl Manager {
             let counts = RolloutCounts { total, fetching, verified, active, failed };
             self.status.rollouts.insert(service.to_string(), (rollout.generation, counts));
             self.metrics.rollout(service.as_str(), rollout.generation, &counts);
-            if self.last_reported.get(service) == Some(&(rollout.generation, counts)) {
+            if !acting || self.last_reported.get(service) == Some(&(rollout.generation, counts)) {
                 continue;
             }
+            self.status.reports_sent += 1;
             self.last_reported.insert(service.clone(), (rollout.generation, counts));
             let report = RolloutReport {
                 service: service.clone(),
@@ -300,6 +305,7 @@ impl Manager {
                 region: self.config.region.clone(),
                 cluster: self.config.cluster.clone(),
                 counts,
+                holder: Some(self.holder.clone()),
             };
             let client = self.client.clone();
             tokio::spawn(async move {

@@ -7,7 +7,7 @@ use crate::protocol::{read_frame, write_frame, ChunkAnswer, FetchFailure, HostMe
 use crate::tls::TlsFiles;
 use cascade_client::blobs::{open_store, read_manifest, Store, StoreConfig};
 use cascade_client::Client;
-use cascade_core::api::{DesiredVersions, RolloutReport};
+use cascade_core::api::{DesiredVersions, ManagerLeaseRequest, RolloutReport};
 use cascade_core::fanout::{ChunkId, Config as FanoutConfig, FailReason, HostId, Report, Scheduler, Transfer};
 use cascade_core::state::{ReplicationStatus, RolloutControl, RolloutCounts};
 use cascade_core::{ClusterName, Digest, Manifest, Region, ServiceName};
@@ -17,11 +17,13 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 mod events;
+mod lease;
 
 /// `cascade agent manager --config FILE`.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,10 +55,22 @@ pub struct ManagerConfig {
     /// Where to serve Prometheus `/metrics` (e.g. `127.0.0.1:9102`); none by default.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// This manager's id in the cluster's manager lease; must differ between the managers of a cluster.
+    /// Host name and process id by default.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Time to live of the manager lease, milliseconds: a standby takes over at most this long after the
+    /// active manager died (it renews every third of it).
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
 }
 
 fn default_report_ms() -> u64 {
     2000
+}
+
+fn default_lease_ttl_ms() -> u64 {
+    10_000
 }
 
 impl ManagerConfig {
@@ -76,6 +90,18 @@ pub struct ManagerStatus {
     pub bad_senders: Vec<String>,
     /// Chunks the seed served from the regional store.
     pub seed_chunks_served: u64,
+    /// This manager's lease holder id.
+    #[serde(default)]
+    pub holder: String,
+    /// `active` while it holds the cluster's manager lease, `standby` otherwise.
+    #[serde(default)]
+    pub role: String,
+    /// The last lease answer, in words (who holds it until when).
+    #[serde(default)]
+    pub lease: String,
+    /// Rollout reports it sent while active.
+    #[serde(default)]
+    pub reports_sent: u64,
 }
 
 enum Event {
@@ -89,8 +115,10 @@ enum Event {
         name: String,
         addr: SocketAddr,
         tx: mpsc::UnboundedSender<ManagerMessage>,
-        id: oneshot::Sender<(u32, u64)>,
+        /// The host's id and session, or why it is refused (this manager stands by).
+        id: oneshot::Sender<Result<(u32, u64), String>>,
     },
+    Lease(lease::LeaseAnswer),
     Host {
         id: u32,
         message: HostMessage,
@@ -139,6 +167,24 @@ struct Manager {
     metrics: Arc<ManagerMetrics>,
     last_reported: HashMap<ServiceName, (u64, RolloutCounts)>,
     next_session: u64,
+    /// Lease holder id.
+    holder: String,
+    /// Acts until this local instant (the manager lease); `None` while standing by.
+    lease_until: Option<tokio::time::Instant>,
+    /// Whether it acts, for the seed (which runs outside the event loop).
+    active_flag: Arc<AtomicBool>,
+}
+
+/// A scheduler for `manifest` whose seed (the regional store) holds every chunk.
+fn fresh_scheduler(manifest: &Manifest, generation: u64) -> Result<Box<Scheduler>, String> {
+    let chunks = u32::try_from(manifest.chunk_count()).unwrap_or(u32::MAX);
+    let mut config = FanoutConfig::new(chunks.max(1));
+    config.rng_seed = generation;
+    let mut scheduler = Box::new(Scheduler::new(config).map_err(|e| e.to_string())?);
+    for chunk in 0..chunks {
+        let _ = scheduler.seed_has(ChunkId(chunk));
+    }
+    Ok(scheduler)
 }
 
 /// Runs the manager until `shutdown` becomes true.
@@ -149,6 +195,15 @@ pub async fn run(config: ManagerConfig, mut shutdown: watch::Receiver<bool>) -> 
     let (events, mut inbox) = mpsc::unbounded_channel();
     let manifests = Arc::new(RwLock::new(HashMap::new()));
     let metrics = Arc::new(ManagerMetrics::new());
+    let holder = config.name.clone().unwrap_or_else(lease::default_holder);
+    cascade_core::manager_lease::validate_holder(&holder)?;
+    let lease_request = ManagerLeaseRequest {
+        region: config.region.clone(),
+        cluster: config.cluster.clone(),
+        holder: holder.clone(),
+        ttl_ms: config.lease_ttl_ms.clamp(300, cascade_core::manager_lease::MAX_MANAGER_LEASE_TTL_MS),
+    };
+    let active_flag = Arc::new(AtomicBool::new(false));
     // Held until the manager stops: dropping it stops the server.
     let _metrics_server = match config.metrics_listen {
         Some(listen) => {
@@ -157,8 +212,15 @@ pub async fn run(config: ManagerConfig, mut shutdown: watch::Receiver<bool>) -> 
         }
         None => None,
     };
-    tokio::spawn(accept(endpoint.clone(), events.clone(), store.clone(), manifests.clone(), metrics.clone()));
+    let seed = Seed {
+        store: store.clone(),
+        manifests: manifests.clone(),
+        metrics: metrics.clone(),
+        active: active_flag.clone(),
+    };
+    tokio::spawn(accept(endpoint.clone(), events.clone(), seed));
     tokio::spawn(follow_desired(client.clone(), events.clone()));
+    let lease_task = tokio::spawn(lease::keep_lease(client.clone(), lease_request.clone(), events.clone()));
     let ticker_events = events.clone();
     let interval = Duration::from_millis(config.report_interval_ms.max(100));
     tokio::spawn(async move {
@@ -171,7 +233,7 @@ pub async fn run(config: ManagerConfig, mut shutdown: watch::Receiver<bool>) -> 
         }
     });
     let seed_addr = config.advertise.unwrap_or(config.listen);
-    tracing::info!(region = %config.region, cluster = %config.cluster, %seed_addr, "manager started");
+    tracing::info!(region = %config.region, cluster = %config.cluster, %seed_addr, %holder, "manager started (standing by until it holds the lease)");
     let mut manager = Manager {
         config,
         client,
@@ -182,19 +244,32 @@ pub async fn run(config: ManagerConfig, mut shutdown: watch::Receiver<bool>) -> 
         rollouts: BTreeMap::new(),
         events,
         manifests,
-        status: ManagerStatus::default(),
         metrics,
         last_reported: HashMap::new(),
         next_session: 0,
+        status: ManagerStatus { holder: holder.clone(), role: "standby".into(), ..ManagerStatus::default() },
+        holder,
+        lease_until: None,
+        active_flag,
     };
     loop {
+        // Far in the future while standing by: only a grant makes the manager act.
+        let deadline = manager.lease_until.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         let event = tokio::select! {
             event = inbox.recv() => event,
             _ = shutdown.changed() => None,
+            () = tokio::time::sleep_until(deadline) => Some(Event::Tick),
         };
         let Some(event) = event else { break };
+        // A lease that ran out stops the manager before it handles anything else.
+        manager.check_lease();
         manager.handle(event);
         manager.schedule();
+    }
+    lease_task.abort();
+    if manager.is_active() {
+        manager.active_flag.store(false, Ordering::Relaxed);
+        lease::release(&manager.client, lease_request).await;
     }
     endpoint.close(0u32.into(), b"manager shutting down");
     Ok(())
@@ -254,29 +329,30 @@ async fn wait_for_replication(
     }
 }
 
-/// Accepts host control sessions and seed chunk requests.
-async fn accept(
-    endpoint: quinn::Endpoint,
-    events: mpsc::UnboundedSender<Event>,
+/// What the seed needs outside the event loop.
+#[derive(Clone)]
+struct Seed {
     store: Store,
     manifests: Arc<RwLock<HashMap<Digest, Manifest>>>,
     metrics: Arc<ManagerMetrics>,
-) {
+    /// Only the lease holder seeds.
+    active: Arc<AtomicBool>,
+}
+
+/// Accepts host control sessions and seed chunk requests.
+async fn accept(endpoint: quinn::Endpoint, events: mpsc::UnboundedSender<Event>, seed: Seed) {
     while let Some(incoming) = endpoint.accept().await {
-        let (events, store, manifests, metrics) = (events.clone(), store.clone(), manifests.clone(), metrics.clone());
+        let (events, seed) = (events.clone(), seed.clone());
         tokio::spawn(async move {
             let Ok(connection) = incoming.await else { return };
             while let Ok((send, mut recv)) = connection.accept_bi().await {
-                let (events, store, manifests, metrics) =
-                    (events.clone(), store.clone(), manifests.clone(), metrics.clone());
+                let (events, seed) = (events.clone(), seed.clone());
                 tokio::spawn(async move {
                     match read_frame::<StreamOpen>(&mut recv).await {
                         Ok(Some(StreamOpen::Control { name, data_addr })) => {
                             control_stream(events, name, data_addr, send, recv).await
                         }
-                        Ok(Some(StreamOpen::Chunk(request))) => {
-                            serve_seed_chunk(&store, &manifests, &metrics, request, send).await
-                        }
+                        Ok(Some(StreamOpen::Chunk(request))) => serve_seed_chunk(&seed, request, send).await,
                         _ => {}
                     }
                 });
@@ -297,7 +373,17 @@ async fn control_stream(
     if events.send(Event::HostJoined { name: name.clone(), addr, tx, id: id_tx }).is_err() {
         return;
     }
-    let Ok((id, session)) = id_rx.await else { return };
+    let (id, session) = match id_rx.await {
+        Ok(Ok(joined)) => joined,
+        Ok(Err(reason)) => {
+            tracing::info!(host = %name, "host refused: {reason}");
+            let _ = write_frame(&mut send, &ManagerMessage::Refused { reason }).await;
+            let _ = send.finish();
+            let _ = send.stopped().await;
+            return;
+        }
+        Err(_) => return,
+    };
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
             if write_frame(&mut send, &message).await.is_err() {
@@ -315,19 +401,16 @@ async fn control_stream(
     tracing::info!(host = %name, id, "host disconnected");
 }
 
-async fn serve_seed_chunk(
-    store: &Store,
-    manifests: &RwLock<HashMap<Digest, Manifest>>,
-    metrics: &ManagerMetrics,
-    request: crate::protocol::ChunkRequest,
-    mut send: quinn::SendStream,
-) {
-    let hash = manifests
+async fn serve_seed_chunk(seed: &Seed, request: crate::protocol::ChunkRequest, mut send: quinn::SendStream) {
+    let (store, metrics) = (&seed.store, &seed.metrics);
+    let hash = seed
+        .manifests
         .read()
         .expect("manifests lock")
         .get(&request.digest)
         .and_then(|m| m.chunk_hash(request.chunk as u64).ok().cloned());
     let answer = match hash {
+        _ if !seed.active.load(Ordering::Relaxed) => Err("this manager stands by; it does not seed".to_string()),
         None => Err("unknown artifact or chunk".to_string()),
         Some(hash) => {
             let key = Key::from(Manifest::chunk_key(&hash));
