@@ -472,3 +472,31 @@ async fn run_hook(
         Ok(Ok(status)) => Err(format!("activation hook failed: {status}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(managers: &str) -> anyhow::Result<HostConfig> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("host.toml");
+        let text = format!(
+            "name = \"h1\"\nlisten = \"127.0.0.1:7001\"\n{managers}\ndata_dir = \"/tmp/h1\"\n[tls]\nca = \"ca.pem\"\ncert = \"h1.pem\"\nkey = \"h1.key\"\n"
+        );
+        std::fs::write(&path, text)?;
+        HostConfig::load(&path)
+    }
+
+    #[test]
+    fn one_manager_or_several_and_at_least_one() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let one = config("manager = \"127.0.0.1:7000\"").unwrap();
+        assert_eq!(one.manager_addrs().unwrap(), [addr("127.0.0.1:7000")]);
+        let two = config("managers = [\"127.0.0.1:7000\", \"127.0.0.1:7100\"]").unwrap();
+        assert_eq!(two.manager_addrs().unwrap(), [addr("127.0.0.1:7000"), addr("127.0.0.1:7100")]);
+        let both = config("manager = \"127.0.0.1:7100\"\nmanagers = [\"127.0.0.1:7000\", \"127.0.0.1:7100\"]").unwrap();
+        assert_eq!(both.manager_addrs().unwrap().len(), 2, "a manager listed twice is tried once");
+        let none = config("").unwrap_err();
+        assert!(none.to_string().contains("managers"), "{none}");
+    }
+}
