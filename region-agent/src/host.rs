@@ -277,7 +277,12 @@ async fn fetch(
         let releases = host.releases.lock().expect("releases lock");
         match releases.get(&digest).map(|d| d.manifest.chunk_len(chunk as u64)) {
             Some(Ok(len)) => len,
-            _ => return,
+            _ => {
+                // Never drop an assignment silently: the manager holds a sender's slot for it until it hears.
+                tracing::warn!(%digest, chunk, "fetch for a download this host does not hold");
+                let _ = tx.send(HostMessage::Failed { digest, chunk, from, reason: FetchFailure::Stalled });
+                return;
+            }
         }
     };
     let timeout = Duration::from_secs(host.config.fetch_timeout_secs);

@@ -85,30 +85,15 @@ impl AgentProcess {
         store: &StoreConfig,
         metrics_listen: Option<SocketAddr>,
     ) -> Self {
-        let name = format!("manager-{region}");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let data_dir = dir.join(&name);
-        std::fs::create_dir_all(&data_dir).unwrap();
-        let config = format!(
-            "region = \"{region}\"\ncluster = \"c1\"\nservers = {servers:?}\ntoken = \"{token}\"\nlisten = \"{addr}\"\nreport_interval_ms = 500\nstatus_file = {:?}\n{}\n{}\n{}",
-            data_dir.join("status.json").display().to_string(),
-            metrics_line(metrics_listen),
-            store_section(store),
-            certs_for(dir, &name),
-        );
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let mut agent = Self {
-            name: name.clone(),
-            config: path,
-            log: dir.join(format!("{name}.log")),
-            data_dir,
-            addr,
-            role: "manager",
-            child: None,
-        };
-        agent.spawn();
-        agent
+        Self::spawn_manager(
+            dir,
+            region,
+            &format!("manager-{region}"),
+            servers,
+            token,
+            store,
+            &metrics_line(metrics_listen),
+        )
     }
 
     /// Starts one of several managers of a region's cluster `c1`: named `name` in the manager lease, with
@@ -122,11 +107,25 @@ impl AgentProcess {
         store: &StoreConfig,
         lease_ttl_ms: u64,
     ) -> Self {
+        let extra = format!("name = \"{name}\"\nlease_ttl_ms = {lease_ttl_ms}");
+        Self::spawn_manager(dir, region, name, servers, token, store, &extra)
+    }
+
+    /// Writes a manager config for cluster `c1` of `region` (`extra` adds top-level keys) and starts it.
+    fn spawn_manager(
+        dir: &Path,
+        region: &str,
+        name: &str,
+        servers: &[String],
+        token: &str,
+        store: &StoreConfig,
+        extra: &str,
+    ) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let data_dir = dir.join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
         let config = format!(
-            "region = \"{region}\"\ncluster = \"c1\"\nname = \"{name}\"\nlease_ttl_ms = {lease_ttl_ms}\nservers = {servers:?}\ntoken = \"{token}\"\nlisten = \"{addr}\"\nreport_interval_ms = 500\nstatus_file = {:?}\n{}\n{}",
+            "region = \"{region}\"\ncluster = \"c1\"\nservers = {servers:?}\ntoken = \"{token}\"\nlisten = \"{addr}\"\nreport_interval_ms = 500\nstatus_file = {:?}\n{extra}\n{}\n{}",
             data_dir.join("status.json").display().to_string(),
             store_section(store),
             certs_for(dir, name),
@@ -154,27 +153,8 @@ impl AgentProcess {
 
     /// Starts a host agent that registers with whichever of `managers` accepts it.
     pub fn host_with_managers(dir: &Path, name: &str, managers: &[SocketAddr]) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let data_dir = dir.join(name);
         let managers: Vec<String> = managers.iter().map(ToString::to_string).collect();
-        let config = format!(
-            "name = \"{name}\"\nlisten = \"{addr}\"\nmanagers = {managers:?}\ndata_dir = {:?}\nfetch_timeout_secs = 20\nactivation_hook = \"test -s \\\"$CASCADE_RELEASE/artifact\\\"\"\n{}",
-            data_dir.display().to_string(),
-            certs_for(dir, name),
-        );
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let mut agent = Self {
-            name: name.into(),
-            config: path,
-            log: dir.join(format!("{name}.log")),
-            data_dir,
-            addr,
-            role: "host",
-            child: None,
-        };
-        agent.spawn();
-        agent
+        Self::spawn_host(dir, name, &format!("managers = {managers:?}"), "")
     }
 
     /// Starts a host agent that registers with `manager`.
@@ -190,12 +170,18 @@ impl AgentProcess {
         corrupt_uploads: bool,
         metrics_listen: Option<SocketAddr>,
     ) -> Self {
+        let extra = format!("corrupt_uploads = {corrupt_uploads}\n{}", metrics_line(metrics_listen));
+        Self::spawn_host(dir, name, &format!("manager = \"{manager}\""), &extra)
+    }
+
+    /// Writes a host config (`managers_line` names its manager or managers, `extra` adds top-level keys) and
+    /// starts the host.
+    fn spawn_host(dir: &Path, name: &str, managers_line: &str, extra: &str) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let data_dir = dir.join(name);
         let config = format!(
-            "name = \"{name}\"\nlisten = \"{addr}\"\nmanager = \"{manager}\"\ndata_dir = {:?}\nfetch_timeout_secs = 20\nactivation_hook = \"test -s \\\"$CASCADE_RELEASE/artifact\\\"\"\ncorrupt_uploads = {corrupt_uploads}\n{}\n{}",
+            "name = \"{name}\"\nlisten = \"{addr}\"\n{managers_line}\ndata_dir = {:?}\nfetch_timeout_secs = 20\nactivation_hook = \"test -s \\\"$CASCADE_RELEASE/artifact\\\"\"\n{extra}\n{}",
             data_dir.display().to_string(),
-            metrics_line(metrics_listen),
             certs_for(dir, name),
         );
         let path = dir.join(format!("{name}.toml"));
