@@ -313,6 +313,10 @@ async fn fetch(
             .unwrap_or(Err(FetchFailure::Stalled))
         }
     };
+    if matches!(outcome, Err(FetchFailure::Dead | FetchFailure::Stalled)) {
+        // The cached connection may be to a process that has since restarted on the same address.
+        host.peers.lock().await.remove(&addr);
+    }
     let message = match outcome {
         Ok(()) => {
             host.metrics.chunk_verified();

@@ -169,9 +169,15 @@ impl Manager {
                 }
             }
             HostMessage::Failed { digest, chunk, from, reason } => {
+                // A receiver that cannot reach `from` does not prove it died: while `from` keeps its control
+                // session with this manager (say it restarted, and the receiver's cached connection is to
+                // the old process), it is a stall. Reporting it dead would drop a live host from the
+                // scheduler for good.
+                let sender_connected = self.hosts.get(&from).is_some_and(|h| h.tx.is_some());
                 let Some((_, rollout)) = self.rollout_of(&digest) else { return };
                 if let Phase::Running { scheduler, .. } = &mut rollout.phase {
                     let reason = match reason {
+                        FetchFailure::Dead if sender_connected => FailReason::Stalled,
                         FetchFailure::Dead => FailReason::Dead,
                         FetchFailure::Stalled => FailReason::Stalled,
                         FetchFailure::BadChunk => FailReason::BadChunk,
