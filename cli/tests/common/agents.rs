@@ -130,19 +130,7 @@ impl AgentProcess {
             store_section(store),
             certs_for(dir, name),
         );
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let mut agent = Self {
-            name: name.into(),
-            config: path,
-            log: dir.join(format!("{name}.log")),
-            data_dir,
-            addr,
-            role: "manager",
-            child: None,
-        };
-        agent.spawn();
-        agent
+        Self::launch(dir, name, &config, addr, data_dir, "manager")
     }
 
     /// The manager's status file.
@@ -184,6 +172,11 @@ impl AgentProcess {
             data_dir.display().to_string(),
             certs_for(dir, name),
         );
+        Self::launch(dir, name, &config, addr, data_dir, "host")
+    }
+
+    /// Writes `config` to `NAME.toml` in `dir` and starts the agent with its log in `NAME.log`.
+    fn launch(dir: &Path, name: &str, config: &str, addr: SocketAddr, data_dir: PathBuf, role: &'static str) -> Self {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
         let mut agent = Self {
@@ -192,7 +185,7 @@ impl AgentProcess {
             log: dir.join(format!("{name}.log")),
             data_dir,
             addr,
-            role: "host",
+            role,
             child: None,
         };
         agent.spawn();
