@@ -1,7 +1,6 @@
 //! The example configs in `examples/` are what operators copy: each one must load with the real loader
 //! (and pass the node's validation), so a renamed or removed field cannot leave them silently stale.
 
-
 /// `examples/PATH` of the checkout being tested. Cargo sets `CARGO_MANIFEST_DIR` when it runs the test; the
 /// compile-time value can name another clone whose build this binary was reused from.
 fn example(path: &str) -> std::path::PathBuf {
