@@ -1,12 +1,17 @@
 //! The host agent: registers with its manager, fetches the chunks the manager assigns from the peers it
 //! names, verifies each before keeping or serving it, and activates a release when told to.
+//!
+//! [`run`] is production's (QUIC, blocking work on tokio's pool); [`run_with`] takes the network and the
+//! blocking hook as a [`HostRuntime`], which is how the simulation runs this same code.
 
+mod chunks;
+
+use crate::blocking::Blocking;
 use crate::metrics::HostMetrics;
-use crate::protocol::{
-    read_frame, write_frame, ChunkAnswer, ChunkRequest, FetchFailure, HostMessage, ManagerMessage, StreamOpen,
-};
-use crate::releases::{ChunkWriteError, Releases};
-use crate::tls::{TlsFiles, AGENT_SERVER_NAME};
+use crate::protocol::{read_frame, write_frame, HostMessage, ManagerMessage, StreamOpen};
+use crate::releases::Releases;
+use crate::tls::TlsFiles;
+use crate::transport::{QuicTransport, Transport};
 use cascade_core::{Digest, ServiceName};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -107,16 +112,31 @@ pub struct HostStatus {
     pub active: HashMap<String, String>,
 }
 
-struct Host {
+/// Told of every activation (service, digest) once `current` points at the new release.
+pub type ActivationHook = Arc<dyn Fn(&ServiceName, &Digest) + Send + Sync>;
+
+/// What a host agent runs on besides its config: the network, where blocking work runs, and who hears of
+/// activations (the simulation checks every activated release's bytes).
+pub struct HostRuntime<T: Transport> {
+    /// The network.
+    pub transport: Arc<T>,
+    /// Where hashing and file writes run.
+    pub blocking: Blocking,
+    /// Called after each successful activation.
+    pub on_activated: Option<ActivationHook>,
+}
+
+struct Host<T: Transport> {
     config: HostConfig,
     releases: Mutex<Releases>,
-    endpoint: quinn::Endpoint,
-    peers: tokio::sync::Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    transport: Arc<T>,
+    blocking: Blocking,
+    on_activated: Option<ActivationHook>,
     status: Mutex<HostStatus>,
     metrics: HostMetrics,
 }
 
-impl Host {
+impl<T: Transport> Host<T> {
     fn save_status(&self) {
         let status = self.status.lock().expect("status lock").clone();
         let path = self.config.data_dir.join("status.json");
@@ -129,16 +149,31 @@ impl Host {
     }
 }
 
-/// Runs the host agent until `shutdown` becomes true.
-pub async fn run(config: HostConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// Runs the host agent over QUIC until `shutdown` becomes true.
+pub async fn run(config: HostConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let endpoint = crate::tls::endpoint(&config.tls, config.listen)?;
+    let runtime = HostRuntime {
+        transport: Arc::new(QuicTransport::new(endpoint)),
+        blocking: Blocking::ThreadPool,
+        on_activated: None,
+    };
+    run_with(config, runtime, shutdown).await
+}
+
+/// Runs the host agent on `runtime`'s network until `shutdown` becomes true.
+pub async fn run_with<T: Transport>(
+    config: HostConfig,
+    runtime: HostRuntime<T>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let mut releases = Releases::open(&config.data_dir, config.keep_releases)?;
     releases.load_kept()?;
-    let endpoint = crate::tls::endpoint(&config.tls, config.listen)?;
     let host = Arc::new(Host {
         config,
         releases: Mutex::new(releases),
-        endpoint,
-        peers: tokio::sync::Mutex::new(HashMap::new()),
+        transport: runtime.transport,
+        blocking: runtime.blocking,
+        on_activated: runtime.on_activated,
         status: Mutex::new(HostStatus::default()),
         metrics: HostMetrics::new(),
     });
@@ -151,7 +186,7 @@ pub async fn run(config: HostConfig, mut shutdown: watch::Receiver<bool>) -> any
         }
         None => None,
     };
-    tokio::spawn(serve_chunks(host.clone()));
+    tokio::spawn(chunks::serve_chunks(host.clone()));
     let managers = host.config.manager_addrs()?;
     let mut backoff = Duration::from_millis(100);
     // Tries each manager in turn: the standby refuses, a dead one times out, the active one keeps the session.
@@ -178,22 +213,18 @@ pub async fn run(config: HostConfig, mut shutdown: watch::Receiver<bool>) -> any
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
-    host.endpoint.close(0u32.into(), b"host shutting down");
+    host.transport.close(b"host shutting down");
     Ok(())
 }
 
 /// One session with a manager: register, then follow its instructions until the stream ends or the manager
 /// refuses (it stands by); `registered` turns true once the manager welcomed the host.
-async fn control_session(
-    host: Arc<Host>,
+async fn control_session<T: Transport>(
+    host: Arc<Host<T>>,
     manager: SocketAddr,
     registered: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
-    let connecting = host.endpoint.connect(manager, AGENT_SERVER_NAME)?;
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {CONNECT_TIMEOUT:?}"))??;
-    let (mut send, mut recv) = connection.open_bi().await?;
+    let (mut send, mut recv) = host.transport.open_session(manager, CONNECT_TIMEOUT).await?;
     let data_addr = host.config.advertise.unwrap_or(host.config.listen);
     write_frame(&mut send, &StreamOpen::Control { name: host.config.name.clone(), data_addr }).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<HostMessage>();
@@ -215,7 +246,8 @@ async fn control_session(
                 ManagerMessage::Prepare { service, generation, manifest } => {
                     let host = host.clone();
                     let tx = tx.clone();
-                    tokio::task::spawn_blocking(move || {
+                    let blocking = host.blocking;
+                    tokio::spawn(blocking.run(move || {
                         let digest = manifest.digest.clone();
                         let prepared = host.releases.lock().expect("releases lock").prepare(&manifest);
                         match prepared {
@@ -231,10 +263,10 @@ async fn control_session(
                             }
                             Err(e) => tracing::error!(%digest, "cannot prepare the download: {e}"),
                         }
-                    });
+                    }));
                 }
                 ManagerMessage::Fetch { digest, chunk, from, addr } => {
-                    tokio::spawn(fetch(host.clone(), tx.clone(), digest, chunk, from, addr));
+                    tokio::spawn(chunks::fetch(host.clone(), tx.clone(), digest, chunk, from, addr));
                 }
                 ManagerMessage::Activate { service, generation, digest } => {
                     tokio::spawn(activate(host.clone(), tx.clone(), service, generation, digest));
@@ -248,169 +280,9 @@ async fn control_session(
     result
 }
 
-async fn connection_to(host: &Host, addr: SocketAddr) -> Result<quinn::Connection, FetchFailure> {
-    let mut peers = host.peers.lock().await;
-    if let Some(existing) = peers.get(&addr) {
-        if existing.close_reason().is_none() {
-            return Ok(existing.clone());
-        }
-    }
-    let connecting = host.endpoint.connect(addr, AGENT_SERVER_NAME).map_err(|_| FetchFailure::Dead)?;
-    let connection = tokio::time::timeout(Duration::from_secs(5), connecting)
-        .await
-        .map_err(|_| FetchFailure::Dead)?
-        .map_err(|_| FetchFailure::Dead)?;
-    peers.insert(addr, connection.clone());
-    Ok(connection)
-}
-
-/// Fetches one chunk from `addr`, verifies it, writes it, and tells the manager.
-async fn fetch(
-    host: Arc<Host>,
-    tx: mpsc::UnboundedSender<HostMessage>,
-    digest: Digest,
-    chunk: u32,
-    from: u32,
-    addr: SocketAddr,
-) {
-    let expected = {
-        let releases = host.releases.lock().expect("releases lock");
-        match releases.get(&digest).map(|d| d.manifest.chunk_len(chunk as u64)) {
-            Some(Ok(len)) => len,
-            _ => {
-                // Never drop an assignment silently: the manager holds a sender's slot for it until it hears.
-                tracing::warn!(%digest, chunk, "fetch for a download this host does not hold");
-                let _ = tx.send(HostMessage::Failed { digest, chunk, from, reason: FetchFailure::Stalled });
-                return;
-            }
-        }
-    };
-    let timeout = Duration::from_secs(host.config.fetch_timeout_secs);
-    let received = tokio::time::timeout(timeout, request_chunk(&host, addr, &digest, chunk, expected)).await;
-    let outcome = match received {
-        Err(_) => Err(FetchFailure::Stalled),
-        Ok(Err(reason)) => Err(reason),
-        Ok(Ok(bytes)) => {
-            host.metrics.received(addr, bytes.len() as u64);
-            let host = host.clone();
-            let digest = digest.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut releases = host.releases.lock().expect("releases lock");
-                let Some(download) = releases.get_mut(&digest) else { return Err(FetchFailure::Stalled) };
-                match download.write_chunk(chunk, &bytes) {
-                    Ok(()) => Ok(()),
-                    Err(ChunkWriteError::Bad(e)) => {
-                        tracing::warn!(%digest, chunk, %addr, "bad chunk: {e}");
-                        Err(FetchFailure::BadChunk)
-                    }
-                    Err(ChunkWriteError::Io(e)) => {
-                        tracing::error!(%digest, chunk, "cannot write chunk: {e}");
-                        Err(FetchFailure::Stalled)
-                    }
-                }
-            })
-            .await
-            .unwrap_or(Err(FetchFailure::Stalled))
-        }
-    };
-    if matches!(outcome, Err(FetchFailure::Dead | FetchFailure::Stalled)) {
-        // The cached connection may be to a process that has since restarted on the same address.
-        host.peers.lock().await.remove(&addr);
-    }
-    let message = match outcome {
-        Ok(()) => {
-            host.metrics.chunk_verified();
-            *host.status.lock().expect("status lock").fetched.entry(digest.to_string()).or_default() += 1;
-            host.save_status();
-            HostMessage::Verified { digest, chunk }
-        }
-        Err(reason) => {
-            let name = match reason {
-                FetchFailure::Dead => "dead",
-                FetchFailure::Stalled => "stalled",
-                FetchFailure::BadChunk => "bad_chunk",
-            };
-            host.metrics.fetch_failed(addr, name);
-            if reason == FetchFailure::BadChunk {
-                *host.status.lock().expect("status lock").bad_chunks_from.entry(addr.to_string()).or_default() += 1;
-                host.save_status();
-            }
-            HostMessage::Failed { digest, chunk, from, reason }
-        }
-    };
-    let _ = tx.send(message);
-}
-
-async fn request_chunk(
-    host: &Host,
-    addr: SocketAddr,
-    digest: &Digest,
-    chunk: u32,
-    expected: u64,
-) -> Result<Vec<u8>, FetchFailure> {
-    let connection = connection_to(host, addr).await?;
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|_| FetchFailure::Dead)?;
-    let request = StreamOpen::Chunk(ChunkRequest { digest: digest.clone(), chunk });
-    write_frame(&mut send, &request).await.map_err(|_| FetchFailure::Dead)?;
-    let _ = send.finish();
-    match read_frame::<ChunkAnswer>(&mut recv).await {
-        Ok(Some(ChunkAnswer::Ok { len })) if len == expected => {}
-        Ok(Some(ChunkAnswer::Ok { .. })) => return Err(FetchFailure::BadChunk),
-        Ok(Some(ChunkAnswer::Refused(_))) | Ok(None) => return Err(FetchFailure::Stalled),
-        Err(_) => return Err(FetchFailure::Dead),
-    }
-    let mut bytes = vec![0u8; expected as usize];
-    recv.read_exact(&mut bytes).await.map_err(|_| FetchFailure::Dead)?;
-    Ok(bytes)
-}
-
-/// Accepts peers' chunk requests and answers from verified chunks only.
-async fn serve_chunks(host: Arc<Host>) {
-    while let Some(incoming) = host.endpoint.accept().await {
-        let host = host.clone();
-        tokio::spawn(async move {
-            let Ok(connection) = incoming.await else { return };
-            let peer = connection.remote_address();
-            while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-                let host = host.clone();
-                tokio::spawn(async move {
-                    let Ok(Some(StreamOpen::Chunk(request))) = read_frame::<StreamOpen>(&mut recv).await else {
-                        return;
-                    };
-                    let read = {
-                        let releases = host.releases.lock().expect("releases lock");
-                        releases.get(&request.digest).map(|d| d.read_chunk(request.chunk))
-                    };
-                    match read {
-                        Some(Ok(mut bytes)) => {
-                            if host.config.corrupt_uploads && !bytes.is_empty() {
-                                bytes[0] ^= 0xff;
-                            }
-                            let answer = ChunkAnswer::Ok { len: bytes.len() as u64 };
-                            let len = bytes.len() as u64;
-                            // Hand the buffer to quinn as it is: `write_all` would copy the chunk once more.
-                            if write_frame(&mut send, &answer).await.is_ok()
-                                && send.write_chunk(bytes::Bytes::from(bytes)).await.is_ok()
-                            {
-                                host.metrics.sent(peer, len);
-                            }
-                        }
-                        _ => {
-                            let _ = write_frame(&mut send, &ChunkAnswer::Refused("chunk not held".into())).await;
-                        }
-                    }
-                    let _ = send.finish();
-                    // Wait for the receiver to read everything before the stream is dropped.
-                    let _ = send.stopped().await;
-                });
-            }
-        });
-    }
-}
-
 /// Installs the release, switches `current`, runs the hook; on hook failure switches back.
-async fn activate(
-    host: Arc<Host>,
+async fn activate<T: Transport>(
+    host: Arc<Host<T>>,
     tx: mpsc::UnboundedSender<HostMessage>,
     service: ServiceName,
     generation: u64,
@@ -421,9 +293,11 @@ async fn activate(
     let installed = {
         let host = host.clone();
         let (service, digest) = (service.clone(), digest.clone());
-        tokio::task::spawn_blocking(move || host.releases.lock().expect("releases lock").install(&service, &digest))
+        let blocking = host.blocking;
+        blocking
+            .run(move || host.releases.lock().expect("releases lock").install(&service, &digest))
             .await
-            .unwrap_or_else(|e| Err(e.to_string()))
+            .unwrap_or_else(|| Err("the install task failed".to_string()))
     };
     let result = match installed {
         Err(reason) => Err(reason),
@@ -440,6 +314,9 @@ async fn activate(
             host.metrics.activation(true, &status.active);
             drop(status);
             host.releases.lock().expect("releases lock").prune();
+            if let Some(hook) = &host.on_activated {
+                hook(&service, &digest);
+            }
             HostMessage::Activated { service, generation }
         }
         Err(reason) => {

@@ -1,5 +1,7 @@
 //! Seeds that once failed, replayed in every CI run; each must pass now. Replays are exact only under
 //! `--cfg tokio_unstable` (scripts/simulate.sh); without it these are simply more seeds that must pass.
+//! They run without region agents (`Options::agents` false): the cluster as it was simulated when they
+//! failed, so each seed still reaches its situation.
 //!
 //! - 1168: openraft elects two leaders in one term; the checker holds leader completeness instead.
 //! - 2676, 2721: a node restarting with a committed vote for itself is restored as a stale leader.
@@ -13,7 +15,7 @@ use cascade_simulation::cluster::{run_seed, Options};
 #[test]
 fn seeds_that_once_failed_pass() {
     for seed in [1168, 2676, 2721, 3358] {
-        let outcome = run_seed(seed, &Options::default());
+        let outcome = run_seed(seed, &Options { agents: false, ..Options::default() });
         assert!(outcome.passed(), "{}", outcome.report(40));
     }
 }
@@ -23,7 +25,8 @@ fn seeds_that_once_failed_pass() {
 #[cfg(tokio_unstable)]
 #[test]
 fn seed_3358_fails_with_the_old_replication_read() {
-    let outcome = run_seed(3358, &Options { replication_reads_purged_ranges: true, ..Options::default() });
+    let options = Options { replication_reads_purged_ranges: true, agents: false, ..Options::default() };
+    let outcome = run_seed(3358, &options);
     let failure = outcome.failure.as_ref().unwrap_or_else(|| panic!("seed 3358 passed: {}", outcome.report(20)));
     assert_eq!(failure.invariant, "host_software_ran", "{}", outcome.report(20));
     assert!(failure.detail.contains("prev_log_id.next_index()"), "{}", failure.detail);

@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl Manager {
+impl<C: ControlPlane> Manager<C> {
     pub(super) fn handle(&mut self, event: Event) {
         match event {
             Event::Desired(desired) => self.desired(desired),
@@ -105,10 +105,10 @@ impl Manager {
                     digest: version.artifact.digest.clone(),
                     control: version.control,
                     phase: Phase::WaitingForReplication,
-                    joined: HashSet::new(),
-                    activated: HashSet::new(),
-                    activating: HashSet::new(),
-                    failed: HashSet::new(),
+                    joined: BTreeSet::new(),
+                    activated: BTreeSet::new(),
+                    activating: BTreeSet::new(),
+                    failed: BTreeSet::new(),
                 },
             );
             tokio::spawn(wait_for_replication(
@@ -280,7 +280,7 @@ impl Manager {
     /// interval, whatever the number of hosts), and written to the status file.
     fn report(&mut self) {
         let acting = self.is_active();
-        let live: HashSet<u32> = self.live_hosts().collect();
+        let live: BTreeSet<u32> = self.live_hosts().collect();
         for (service, rollout) in &self.rollouts {
             let total = live.len() as u64;
             let active = rollout.activated.intersection(&live).count() as u64;

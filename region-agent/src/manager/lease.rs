@@ -6,9 +6,9 @@
 //! manager stops before any replica could consider the lease free. A standby keeps asking and takes over
 //! once the lease expired.
 
+use super::control::{ControlPlane, LeaseError};
 use super::{Event, Manager, Phase, Rollout};
 use crate::protocol::ManagerMessage;
-use cascade_client::{Client, ClientError};
 use cascade_core::api::ManagerLeaseRequest;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,8 +42,8 @@ fn local_validity(ttl: Duration) -> Duration {
 }
 
 /// Asks for the lease every `ttl / 3` (each request bounded by the ttl) and forwards what it finds.
-pub(super) async fn keep_lease(
-    client: Arc<Client>,
+pub(super) async fn keep_lease<C: ControlPlane>(
+    client: Arc<C>,
     request: ManagerLeaseRequest,
     events: mpsc::UnboundedSender<Event>,
 ) {
@@ -52,11 +52,9 @@ pub(super) async fn keep_lease(
     loop {
         let sent = Instant::now();
         let answer = match tokio::time::timeout(ttl, client.acquire_manager_lease(&request)).await {
-            Ok(Ok(_lease)) => Some(LeaseAnswer::Granted { until: sent + local_validity(ttl) }),
-            Ok(Err(e @ ClientError::Api { .. })) if e.status().is_some_and(|s| s.as_u16() == 409) => {
-                Some(LeaseAnswer::Refused(e.to_string()))
-            }
-            Ok(Err(e)) => {
+            Ok(Ok(())) => Some(LeaseAnswer::Granted { until: sent + local_validity(ttl) }),
+            Ok(Err(LeaseError::Held(detail))) => Some(LeaseAnswer::Refused(detail)),
+            Ok(Err(LeaseError::Unreachable(e))) => {
                 tracing::warn!(holder = %request.holder, "cannot reach the cluster for the manager lease: {e}");
                 None
             }
@@ -75,7 +73,7 @@ pub(super) async fn keep_lease(
 }
 
 /// Gives the lease up at shutdown (ttl 0) so the standby takes over at once; bounded, best effort.
-pub(super) async fn release(client: &Client, mut request: ManagerLeaseRequest) {
+pub(super) async fn release<C: ControlPlane>(client: &C, mut request: ManagerLeaseRequest) {
     request.ttl_ms = 0;
     match tokio::time::timeout(Duration::from_secs(2), client.acquire_manager_lease(&request)).await {
         Ok(Ok(_)) => tracing::info!(holder = %request.holder, "manager lease given up"),
@@ -84,7 +82,7 @@ pub(super) async fn release(client: &Client, mut request: ManagerLeaseRequest) {
     }
 }
 
-impl Manager {
+impl<C: ControlPlane> Manager<C> {
     /// Whether this manager acts for its cluster now.
     pub(super) fn is_active(&self) -> bool {
         self.lease_until.is_some_and(|until| Instant::now() < until)

@@ -1,10 +1,15 @@
 //! The region manager: follows the desired versions on its region's learner, waits until an artifact is
 //! replicated into the regional store, seeds the swarm from that store, runs the fan-out scheduler from
 //! `cascade-core`, tells hosts what to fetch from whom and when to activate, and reports counts in batches.
+//!
+//! [`run`] is production's (HTTP to the cluster, QUIC to the hosts); [`run_with`] takes the cluster
+//! ([`ControlPlane`]), the store and the network ([`Transport`]), which is how the simulation runs this
+//! same code.
 
 use crate::metrics::ManagerMetrics;
 use crate::protocol::{read_frame, write_frame, ChunkAnswer, FetchFailure, HostMessage, ManagerMessage, StreamOpen};
 use crate::tls::TlsFiles;
+use crate::transport::{Incoming, QuicTransport, SendHalf, Transport};
 use cascade_client::blobs::{open_store, read_manifest, Store, StoreConfig};
 use cascade_client::Client;
 use cascade_core::api::{DesiredVersions, ManagerLeaseRequest, RolloutReport};
@@ -14,7 +19,7 @@ use cascade_core::{ClusterName, Digest, Manifest, Region, ServiceName};
 use object_store::path::Path as Key;
 use object_store::ObjectStoreExt as _;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +27,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod control;
 mod events;
 mod lease;
+
+pub use control::{ControlPlane, LeaseError};
 
 /// `cascade agent manager --config FILE`.
 #[derive(Debug, Clone, Deserialize)]
@@ -147,15 +155,16 @@ struct Rollout {
     digest: Digest,
     control: RolloutControl,
     phase: Phase,
-    joined: HashSet<u32>,
-    activated: HashSet<u32>,
-    activating: HashSet<u32>,
-    failed: HashSet<u32>,
+    // Ordered sets: the manager's messages go out in the same order every run (the simulation replays it).
+    joined: BTreeSet<u32>,
+    activated: BTreeSet<u32>,
+    activating: BTreeSet<u32>,
+    failed: BTreeSet<u32>,
 }
 
-struct Manager {
+struct Manager<C: ControlPlane> {
     config: ManagerConfig,
-    client: Arc<Client>,
+    client: Arc<C>,
     store: Store,
     seed_addr: SocketAddr,
     hosts: BTreeMap<u32, HostEntry>,
@@ -187,11 +196,23 @@ fn fresh_scheduler(manifest: &Manifest, generation: u64) -> Result<Box<Scheduler
     Ok(scheduler)
 }
 
-/// Runs the manager until `shutdown` becomes true.
-pub async fn run(config: ManagerConfig, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// Runs the manager (HTTP to the cluster, QUIC to the hosts) until `shutdown` becomes true.
+pub async fn run(config: ManagerConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let client = Arc::new(Client::new(&config.servers, &config.token)?);
     let store = open_store(&config.store)?;
-    let endpoint = crate::tls::endpoint(&config.tls, config.listen)?;
+    let transport = Arc::new(QuicTransport::new(crate::tls::endpoint(&config.tls, config.listen)?));
+    run_with(config, client, store, transport, shutdown).await
+}
+
+/// Runs the manager on the given cluster, store and network until `shutdown` becomes true. The config's
+/// `servers`, `token`, `store` and `tls` are not used: the arguments stand for them.
+pub async fn run_with<C: ControlPlane, T: Transport>(
+    config: ManagerConfig,
+    client: Arc<C>,
+    store: Store,
+    transport: Arc<T>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let (events, mut inbox) = mpsc::unbounded_channel();
     let manifests = Arc::new(RwLock::new(HashMap::new()));
     let metrics = Arc::new(ManagerMetrics::new());
@@ -218,7 +239,7 @@ pub async fn run(config: ManagerConfig, mut shutdown: watch::Receiver<bool>) -> 
         metrics: metrics.clone(),
         active: active_flag.clone(),
     };
-    tokio::spawn(accept(endpoint.clone(), events.clone(), seed));
+    tokio::spawn(accept(transport.incoming(), events.clone(), seed));
     tokio::spawn(follow_desired(client.clone(), events.clone()));
     let lease_task = tokio::spawn(lease::keep_lease(client.clone(), lease_request.clone(), events.clone()));
     let ticker_events = events.clone();
@@ -269,14 +290,14 @@ pub async fn run(config: ManagerConfig, mut shutdown: watch::Receiver<bool>) -> 
     lease_task.abort();
     if manager.is_active() {
         manager.active_flag.store(false, Ordering::Relaxed);
-        lease::release(&manager.client, lease_request).await;
+        lease::release(manager.client.as_ref(), lease_request).await;
     }
-    endpoint.close(0u32.into(), b"manager shutting down");
+    transport.close(b"manager shutting down");
     Ok(())
 }
 
 /// Long-polls the desired versions and forwards every answer.
-async fn follow_desired(client: Arc<Client>, events: mpsc::UnboundedSender<Event>) {
+async fn follow_desired<C: ControlPlane>(client: Arc<C>, events: mpsc::UnboundedSender<Event>) {
     let mut after = None;
     loop {
         match client.desired(after, Duration::from_secs(20)).await {
@@ -295,8 +316,8 @@ async fn follow_desired(client: Arc<Client>, events: mpsc::UnboundedSender<Event
 }
 
 /// Waits until `digest` is replicated in the region's store, then loads its manifest from there.
-async fn wait_for_replication(
-    client: Arc<Client>,
+async fn wait_for_replication<C: ControlPlane>(
+    client: Arc<C>,
     store: Store,
     region: Region,
     digest: Digest,
@@ -340,33 +361,31 @@ struct Seed {
 }
 
 /// Accepts host control sessions and seed chunk requests.
-async fn accept(endpoint: quinn::Endpoint, events: mpsc::UnboundedSender<Event>, seed: Seed) {
-    while let Some(incoming) = endpoint.accept().await {
+async fn accept<S: SendHalf, R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    mut incoming: mpsc::UnboundedReceiver<Incoming<S, R>>,
+    events: mpsc::UnboundedSender<Event>,
+    seed: Seed,
+) {
+    while let Some(Incoming { send, mut recv, .. }) = incoming.recv().await {
         let (events, seed) = (events.clone(), seed.clone());
         tokio::spawn(async move {
-            let Ok(connection) = incoming.await else { return };
-            while let Ok((send, mut recv)) = connection.accept_bi().await {
-                let (events, seed) = (events.clone(), seed.clone());
-                tokio::spawn(async move {
-                    match read_frame::<StreamOpen>(&mut recv).await {
-                        Ok(Some(StreamOpen::Control { name, data_addr })) => {
-                            control_stream(events, name, data_addr, send, recv).await
-                        }
-                        Ok(Some(StreamOpen::Chunk(request))) => serve_seed_chunk(&seed, request, send).await,
-                        _ => {}
-                    }
-                });
+            match read_frame::<StreamOpen>(&mut recv).await {
+                Ok(Some(StreamOpen::Control { name, data_addr })) => {
+                    control_stream(events, name, data_addr, send, recv).await
+                }
+                Ok(Some(StreamOpen::Chunk(request))) => serve_seed_chunk(&seed, request, send).await,
+                _ => {}
             }
         });
     }
 }
 
-async fn control_stream(
+async fn control_stream<S: SendHalf, R: tokio::io::AsyncRead + Unpin>(
     events: mpsc::UnboundedSender<Event>,
     name: String,
     addr: SocketAddr,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    mut send: S,
+    mut recv: R,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (id_tx, id_rx) = oneshot::channel();
@@ -378,8 +397,7 @@ async fn control_stream(
         Ok(Err(reason)) => {
             tracing::info!(host = %name, "host refused: {reason}");
             let _ = write_frame(&mut send, &ManagerMessage::Refused { reason }).await;
-            let _ = send.finish();
-            let _ = send.stopped().await;
+            send.finish_and_wait().await;
             return;
         }
         Err(_) => return,
@@ -401,7 +419,7 @@ async fn control_stream(
     tracing::info!(host = %name, id, "host disconnected");
 }
 
-async fn serve_seed_chunk(seed: &Seed, request: crate::protocol::ChunkRequest, mut send: quinn::SendStream) {
+async fn serve_seed_chunk<S: SendHalf>(seed: &Seed, request: crate::protocol::ChunkRequest, mut send: S) {
     let (store, metrics) = (&seed.store, &seed.metrics);
     let hash = seed
         .manifests
@@ -422,16 +440,16 @@ async fn serve_seed_chunk(seed: &Seed, request: crate::protocol::ChunkRequest, m
     };
     match answer {
         Ok(bytes) => {
-            if write_frame(&mut send, &ChunkAnswer::Ok { len: bytes.len() as u64 }).await.is_ok() {
-                let _ = send.write_all(&bytes).await;
+            let len = bytes.len() as u64;
+            if write_frame(&mut send, &ChunkAnswer::Ok { len }).await.is_ok() {
+                let _ = send.write_bytes(bytes).await;
             }
-            metrics.seed_served(bytes.len() as u64);
+            metrics.seed_served(len);
         }
         Err(reason) => {
             tracing::warn!(digest = %request.digest, chunk = request.chunk, "seed cannot serve: {reason}");
             let _ = write_frame(&mut send, &ChunkAnswer::Refused(reason)).await;
         }
     }
-    let _ = send.finish();
-    let _ = send.stopped().await;
+    send.finish_and_wait().await;
 }

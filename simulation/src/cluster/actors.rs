@@ -51,6 +51,12 @@ impl Api {
     }
 }
 
+/// A value fixed by the run's seed for this worker, without drawing from its generator.
+fn seed_of(rng: &StdRng) -> u64 {
+    let mut copy = rng.clone();
+    copy.gen()
+}
+
 fn hex(rng: &mut StdRng, len: usize) -> String {
     (0..len).map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0')).collect()
 }
@@ -123,15 +129,28 @@ async fn build(
     }
     let digest = Digest::parse(hex(rng, 64)).ok();
     let roll = rng.gen_range(0..100);
-    let command = match (roll, digest) {
-        (0..=79, Some(digest)) => Command::Succeed {
-            lease,
-            artifact: Artifact {
-                digest,
-                size: rng.gen_range(1..10_000_000_000),
-                manifest_key: format!("artifacts/{}/{}/manifest", lease.job, lease.attempt),
-            },
-        },
+    // With region agents a success uploads a real artifact first (from a generator of its own, so the
+    // worker's draws stay those of runs without agents).
+    let store = shared.borrow().blobs.as_ref().map(|b| b.main.clone());
+    let artifact = match (roll, store, digest) {
+        (0..=79, Some(store), _) => {
+            let content = seed_of(rng) ^ (lease.job.0 << 8) ^ u64::from(lease.attempt);
+            match super::agents::upload_artifact(&store, 0, content).await {
+                Ok(artifact) => Some(artifact),
+                Err(e) => {
+                    shared.borrow_mut().event(name, format!("cannot upload the artifact: {e}"));
+                    None
+                }
+            }
+        }
+        (0..=79, None, Some(digest)) => {
+            let size = rng.gen_range(1..10_000_000_000);
+            Some(Artifact { digest, size, manifest_key: format!("artifacts/{}/{}/manifest", lease.job, lease.attempt) })
+        }
+        _ => None,
+    };
+    let command = match (roll, artifact) {
+        (0..=79, Some(artifact)) => Command::Succeed { lease, artifact },
         (0..=94, _) => Command::Fail { lease, reason: "simulated infrastructure failure".into(), retryable: true },
         _ => Command::Fail { lease, reason: "simulated compile error".into(), retryable: false },
     };
@@ -157,7 +176,7 @@ async fn build(
 
 /// Runs the client: submits the scenario's builds (retrying each with its idempotency key until it is
 /// acknowledged), then deploys acknowledged builds and now and then cancels one.
-pub async fn run_client(shared: Shared, seed: u64, builds: usize) -> turmoil::Result {
+pub async fn run_client(shared: Shared, seed: u64, builds: usize, deploy_until: Option<Duration>) -> turmoil::Result {
     let nodes = shared.borrow().node_addrs();
     let mut rng = StdRng::seed_from_u64(seed ^ 0xc1_1e47);
     let actor = Principal::parse("client")?;
@@ -203,6 +222,9 @@ pub async fn run_client(shared: Shared, seed: u64, builds: usize) -> turmoil::Re
     shared.borrow_mut().event("c1", "all submissions made");
     for round in 0..MAX_ROUNDS.min(200) {
         sleep(Duration::from_millis(1_500)).await;
+        if deploy_until.is_some_and(|until| turmoil::sim_elapsed().unwrap_or_default() >= until) {
+            break;
+        }
         let Some((job, service)) = acked.get(round % acked.len().max(1)).cloned() else {
             break;
         };
@@ -226,5 +248,7 @@ pub async fn run_client(shared: Shared, seed: u64, builds: usize) -> turmoil::Re
             Some(Err(CommandError::NotDeployable { .. })) | Some(Ok(_)) | Some(Err(_)) | None => {}
         }
     }
+    shared.borrow_mut().deploys_done = true;
+    shared.borrow_mut().event("c1", "last deploy made");
     Ok(())
 }

@@ -11,8 +11,14 @@
 //! network randomness, tokio's scheduler randomness (under `--cfg tokio_unstable`) and openraft's. The same
 //! seed replays the same run, trace and all ([`Outcome::trace`]). After every step the [`invariants`] are
 //! checked; when the faults stop the run (in liveness mode) must converge within a bound.
+//!
+//! Each learner's region also runs production's region manager and 3–4 host agents ([`agents`]) over a
+//! simulated agent network ([`agent_net`]); workers upload real artifacts and the leader replicates them
+//! into the regional stores, so deploys fan out for real and every activated release is checked.
 
 pub mod actors;
+pub mod agent_net;
+pub mod agents;
 pub mod clock;
 pub mod disk;
 pub mod host;
@@ -42,6 +48,9 @@ pub struct Options {
     /// its start was purged, as the stores did before seed 3358 was fixed. The regression test turns it on
     /// to show the seed still reaches the situation.
     pub replication_reads_purged_ranges: bool,
+    /// Run region managers and host agents in every learner region (and real artifacts, a replicator, and
+    /// the agents' faults). Off: the cluster as simulated before them, so old seeds replay as they did.
+    pub agents: bool,
 }
 
 impl Default for Options {
@@ -52,6 +61,7 @@ impl Default for Options {
             liveness_bound: Duration::from_secs(90),
             fsync_is_a_no_op: false,
             replication_reads_purged_ranges: false,
+            agents: true,
         }
     }
 }

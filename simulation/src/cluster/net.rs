@@ -5,7 +5,9 @@
 //! node, which runs it through `Node::write` (forwarding to the leader like the HTTP API does). Partitions,
 //! loss and delay are turmoil's: a dropped segment shows up as a call that times out.
 
-use cascade_core::{Command, CommandOutput, CommandResult, Principal, WorkerId};
+use cascade_core::api::DesiredVersions;
+use cascade_core::state::ArtifactRecord;
+use cascade_core::{Command, CommandOutput, CommandResult, Digest, Principal, WorkerId};
 use cascade_raft_node::internal;
 use cascade_raft_node::node::{Node, NodeError};
 use cascade_raft_node::transport::{Endpoint, Transport, TransportError};
@@ -52,6 +54,20 @@ pub enum WireRequest {
         actor: Principal,
         /// The worker to hand a job to.
         worker: WorkerId,
+    },
+    /// A region manager's long poll of the desired versions, answered from this replica as
+    /// `GET /api/v1/desired?after=..&wait=..` is: once a desired version changed after `after`, or when
+    /// `wait_ms` ran out.
+    Desired {
+        /// The last answer's `changed_at_index`, if any.
+        after: Option<u64>,
+        /// Longest wait, milliseconds.
+        wait_ms: u64,
+    },
+    /// An artifact's record from this replica, as `GET /api/v1/artifacts/{digest}` reads it.
+    Artifact {
+        /// Which artifact.
+        digest: Digest,
     },
 }
 
@@ -123,6 +139,28 @@ pub async fn claim(
     bincode::deserialize(&bytes).map_err(|e| TransportError::Lost(format!("{addr}: bad answer: {e}")))
 }
 
+/// A region manager's long poll of the desired versions through the node at `addr`.
+pub async fn desired(
+    addr: &str,
+    after: Option<u64>,
+    wait: Duration,
+    timeout: Duration,
+) -> Result<DesiredVersions, TransportError> {
+    let request = WireRequest::Desired { after, wait_ms: wait.as_millis() as u64 };
+    let bytes = call(addr, &request, timeout).await?;
+    bincode::deserialize(&bytes).map_err(|e| TransportError::Lost(format!("{addr}: bad answer: {e}")))
+}
+
+/// An artifact's record as the node at `addr` holds it (`None`: not there).
+pub async fn artifact(
+    addr: &str,
+    digest: &Digest,
+    timeout: Duration,
+) -> Result<Option<ArtifactRecord>, TransportError> {
+    let bytes = call(addr, &WireRequest::Artifact { digest: digest.clone() }, timeout).await?;
+    bincode::deserialize(&bytes).map_err(|e| TransportError::Lost(format!("{addr}: bad answer: {e}")))
+}
+
 /// The node-to-node [`Transport`] over turmoil TCP.
 pub struct SimTransport;
 
@@ -174,6 +212,29 @@ async fn answer(node: Arc<Node>, mut stream: TcpStream) {
                 node.write(actor, Command::Claim { worker }).await
             };
             bincode::serialize(&result).map_err(|e| (500, e.to_string()))
+        }
+        Ok(WireRequest::Desired { after, wait_ms }) => {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(30_000));
+            if let Some(after) = after {
+                for _round in 0..100_000 {
+                    let (applied, changed) = node.read(|v| (v.applied_index(), v.desired_changed_at));
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if changed > after || left.is_zero() {
+                        break;
+                    }
+                    node.wait_for_change(applied, left).await;
+                }
+            }
+            let answer = node.read(|v| DesiredVersions {
+                applied_index: v.applied_index(),
+                changed_at_index: v.desired_changed_at,
+                services: v.state.desired.clone(),
+            });
+            bincode::serialize(&answer).map_err(|e| (500, e.to_string()))
+        }
+        Ok(WireRequest::Artifact { digest }) => {
+            let record = node.read(|v| v.state.artifacts.get(&digest).cloned());
+            bincode::serialize(&record).map_err(|e| (500, e.to_string()))
         }
     };
     if let Ok(bytes) = bincode::serialize(&response) {

@@ -3,10 +3,11 @@
 //! (liveness mode) waits a bounded time for the cluster to converge.
 
 use super::actors;
+use super::agents;
 use super::host;
 use super::invariants::{acknowledged_build_never_lost, Checker, Violation};
 use super::scenario::{Fault, Scenario, VOTERS};
-use super::world::{NodeSlot, Shared, WorkerSlot, World};
+use super::world::{AgentSlot, Blobs, NodeSlot, Shared, WorkerSlot, World};
 use super::{Failure, Options, Outcome};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -21,6 +22,12 @@ const MAX_STEPS: u64 = 1_000_000;
 
 /// How often the healed cluster is checked for convergence (it reads every replica).
 const CONVERGENCE_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// How often every host agent's `current` links are scanned (besides the check of each activation).
+const RELEASE_SCAN_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs so far in this process, to give each run's host agents their own directories.
+static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Normal link latency.
 const MIN_LATENCY: Duration = Duration::from_millis(1);
@@ -62,9 +69,14 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
     remember_panics();
     FIRST_PANIC.with(|p| p.borrow_mut().take());
     cascade_raft_node::runtime::seed_thread_rng(seed);
-    let scenario = Scenario::generate(seed, options.faults);
+    let scenario = Scenario::generate_with(seed, options.faults, options.agents);
     let shared: Shared = Rc::new(RefCell::new(World::default()));
-    let host_names = register(&shared, &scenario);
+    let run_dir = std::env::temp_dir().join(format!(
+        "cascade-sim-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let host_names = register(&shared, &scenario, &run_dir);
     for slot in &shared.borrow().nodes {
         slot.disk.set_fsync_is_a_no_op(options.fsync_is_a_no_op);
         slot.disk.set_replication_reads_purged_ranges(options.replication_reads_purged_ranges);
@@ -86,10 +98,24 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
         let shared = shared.clone();
         sim.host(format!("w{}", index + 1), move || actors::run_worker(shared.clone(), index, seed));
     }
+    for index in 0..shared.borrow().agents.len() {
+        let (name, manager) = {
+            let world = shared.borrow();
+            (world.agents[index].name.clone(), world.agents[index].manager)
+        };
+        let shared = shared.clone();
+        if manager {
+            sim.host(name, move || agents::run_manager(shared.clone(), index));
+        } else {
+            sim.host(name, move || agents::run_host(shared.clone(), index));
+        }
+    }
     {
         let shared = shared.clone();
         let builds = scenario.builds;
-        sim.host("c1", move || actors::run_client(shared.clone(), seed, builds));
+        // With region agents the client stops deploying when the faults stop, so the hosts can converge.
+        let deploy_until = options.agents.then_some(Duration::from_millis(scenario.fault_window_ms));
+        sim.host("c1", move || actors::run_client(shared.clone(), seed, builds, deploy_until));
     }
     let mut timeline: BTreeMap<u64, Vec<Action>> = BTreeMap::new();
     for (i, planned) in scenario.faults.iter().enumerate() {
@@ -109,6 +135,7 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
     let mut steps = 0u64;
     let mut converged_at = None;
     let mut next_check = heal_at;
+    let mut next_scan = Duration::ZERO;
     let failure = loop {
         let now = sim.elapsed();
         let now_ms = now.as_millis() as u64;
@@ -142,6 +169,13 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
         steps += 1;
         let now = sim.elapsed();
         if let Err(v) = checker.observe(&mut shared.borrow_mut(), now) {
+            break Some(violation(v));
+        }
+        let scan = now >= next_scan;
+        if scan {
+            next_scan = now + RELEASE_SCAN_EVERY;
+        }
+        if let Err(v) = checker.observe_agents(&mut shared.borrow_mut(), now, scan) {
             break Some(violation(v));
         }
         if now >= heal_at && now >= next_check {
@@ -185,6 +219,7 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
     }
     drop(world);
     drop(sim);
+    let _ = std::fs::remove_dir_all(&run_dir);
     Outcome { seed, scenario: scenario.to_string(), failure, trace, sim_time, steps, stats: checker.stats() }
 }
 
@@ -193,8 +228,22 @@ fn violation(v: Violation) -> Failure {
 }
 
 /// Fills the world with the scenario's hosts; returns every host name (for partitions).
-fn register(shared: &Shared, scenario: &Scenario) -> Vec<String> {
+fn register(shared: &Shared, scenario: &Scenario, run_dir: &std::path::Path) -> Vec<String> {
     let mut world = shared.borrow_mut();
+    if !scenario.hosts_per_region.is_empty() {
+        let memory = || -> cascade_client::blobs::Store { std::sync::Arc::new(object_store::memory::InMemory::new()) };
+        let regions =
+            (0..scenario.learners).map(|l| (agents::region_of(&scenario.node_name(VOTERS + l)), memory())).collect();
+        world.blobs = Some(Blobs { main: memory(), regions });
+    }
+    for (name, region, manager) in scenario.agents() {
+        let corrupt = !manager
+            && scenario
+                .corrupt_host
+                .is_some_and(|(r, h)| r == region && name.as_bytes().last().copied() == Some(b'a' + h as u8));
+        let data_dir = run_dir.join(&name);
+        world.agents.push(AgentSlot { name, region, manager, incarnation: 0, data_dir, corrupt });
+    }
     for index in 0..VOTERS + scenario.learners {
         let voter = index < VOTERS;
         let disk = super::disk::SimDisk::default();
@@ -215,6 +264,7 @@ fn register(shared: &Shared, scenario: &Scenario) -> Vec<String> {
     }
     let mut names: Vec<String> = world.nodes.iter().map(|n| n.name.clone()).collect();
     names.extend(world.workers.iter().map(|w| w.name.clone()));
+    names.extend(world.agents.iter().map(|a| a.name.clone()));
     names.push("c1".into());
     names
 }
@@ -227,7 +277,8 @@ fn duration_of(fault: &Fault) -> Option<u64> {
         | Fault::Loss { for_ms, .. }
         | Fault::Delay { for_ms, .. }
         | Fault::SlowDisk { for_ms, .. }
-        | Fault::WorkerCrash { for_ms, .. } => Some(*for_ms),
+        | Fault::WorkerCrash { for_ms, .. }
+        | Fault::AgentCrash { for_ms, .. } => Some(*for_ms),
         Fault::Skew { .. } | Fault::WorkerStall { .. } => None,
     }
 }
@@ -325,6 +376,9 @@ fn act(
                 Fault::WorkerStall { worker, for_ms } => {
                     shared.borrow_mut().workers[worker].stall = Some(Duration::from_millis(for_ms));
                 }
+                Fault::AgentCrash { agent, .. } => {
+                    crash(sim, shared, faults, &agent);
+                }
             }
         }
         Action::End(i) => {
@@ -346,6 +400,7 @@ fn act(
                     shared.borrow().nodes[node].disk.set_sync_delay(Duration::from_millis(scenario.sync_ms))
                 }
                 Fault::WorkerCrash { worker, .. } => restart(sim, shared, faults, &format!("w{}", worker + 1)),
+                Fault::AgentCrash { agent, .. } => restart(sim, shared, faults, &agent),
                 Fault::Skew { .. } | Fault::WorkerStall { .. } => {}
             }
         }
@@ -393,13 +448,49 @@ fn converged(world: &World, checker: &Checker) -> Result<bool, Violation> {
     if checker.shadow_index() < leader_applied {
         return Ok(false);
     }
+    if !world.agents.is_empty() && (!world.deploys_done || !hosts_run_desired(world)) {
+        return Ok(false);
+    }
     acknowledged_build_never_lost::check(checker.shadow(), &world.acked_submits, true)?;
     Ok(true)
 }
 
+/// Every host agent runs, for each service, the desired version its region's learner holds.
+fn hosts_run_desired(world: &World) -> bool {
+    hosts_behind(world).is_empty()
+}
+
+/// Host agents whose `current` differs from their region's desired version, in words.
+fn hosts_behind(world: &World) -> Vec<String> {
+    let learners: Vec<_> = world.nodes.iter().filter(|n| !n.voter).collect();
+    let mut behind = Vec::new();
+    for agent in world.agents.iter().filter(|a| !a.manager) {
+        let Some(node) = learners.get(agent.region).and_then(|l| l.node.as_ref()) else {
+            behind.push(format!("{}: its learner is down", agent.name));
+            continue;
+        };
+        let desired = node.read(|v| v.state.desired.clone());
+        for (service, version) in desired {
+            let current =
+                super::invariants::host_activates_only_manifest_bytes::current(&agent.data_dir, service.as_str());
+            let at = current.as_ref().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("nothing");
+            if at != version.artifact.digest.as_str() {
+                let want = agents::short(&version.artifact.digest);
+                behind.push(format!(
+                    "{} runs {service} at {} not {want}",
+                    agent.name,
+                    at.rsplit(':').next().unwrap_or(at)
+                ));
+            }
+        }
+    }
+    behind
+}
+
 /// Why the cluster has not converged, for the failure report.
 fn not_converged(world: &World) -> String {
-    let mut parts = vec![format!("client done: {}", world.client_done)];
+    let mut parts = vec![format!("client done: {}, deploys done: {}", world.client_done, world.deploys_done)];
+    parts.extend(hosts_behind(world));
     for slot in &world.nodes {
         match &slot.node {
             None => parts.push(format!("{} down", slot.name)),

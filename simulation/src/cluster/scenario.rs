@@ -35,6 +35,9 @@ pub enum Fault {
     WorkerCrash { worker: usize, for_ms: u64 },
     /// A worker goes silent for `for_ms` mid-build, then carries on with the lease it held.
     WorkerStall { worker: usize, for_ms: u64 },
+    /// A region agent's host (a manager or a host agent) dies and comes back after `for_ms`; a host agent
+    /// keeps its files.
+    AgentCrash { agent: String, for_ms: u64 },
 }
 
 /// A fault and when it starts.
@@ -63,11 +66,21 @@ pub struct Scenario {
     pub fault_window_ms: u64,
     /// The faults, by start time.
     pub faults: Vec<Planned>,
+    /// Host agents per learner region (each region also has one manager); empty without region agents.
+    pub hosts_per_region: Vec<usize>,
+    /// The host agent (region index, host index) that serves corrupt chunks for the whole run, if any.
+    pub corrupt_host: Option<(usize, usize)>,
 }
 
 impl Scenario {
     /// Draws a scenario from `seed`. `faults` false gives the same workload on a healthy network.
     pub fn generate(seed: u64, faults: bool) -> Scenario {
+        Self::generate_with(seed, faults, true)
+    }
+
+    /// Draws a scenario; `agents` false leaves out the region agents (the cluster as it was simulated
+    /// before them: the same draws, so old seeds replay as they did).
+    pub fn generate_with(seed: u64, faults: bool, agents: bool) -> Scenario {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5ce4_a710);
         let learners = rng.gen_range(1..=2);
         let workers = rng.gen_range(2..=3);
@@ -118,13 +131,78 @@ impl Scenario {
             }
             plan.sort_by_key(|p| p.at_ms);
         }
-        Scenario { seed, learners, workers, builds, sync_ms, fault_window_ms, faults: plan }
+        let mut scenario = Scenario {
+            seed,
+            learners,
+            workers,
+            builds,
+            sync_ms,
+            fault_window_ms,
+            faults: plan,
+            hosts_per_region: Vec::new(),
+            corrupt_host: None,
+        };
+        if agents {
+            scenario.add_agents(faults);
+        }
+        scenario
+    }
+
+    /// Region agents and their faults, from a generator of their own so the rest of the plan is the same
+    /// with or without them.
+    fn add_agents(&mut self, faults: bool) {
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0xa6e7_7500);
+        self.hosts_per_region = (0..self.learners).map(|_| rng.gen_range(3..=4)).collect();
+        if rng.gen_bool(0.6) {
+            let region = rng.gen_range(0..self.learners);
+            self.corrupt_host = Some((region, rng.gen_range(0..self.hosts_per_region[region])));
+        }
+        if !faults {
+            return;
+        }
+        for _ in 0..rng.gen_range(1..=4) {
+            let region = rng.gen_range(0..self.learners);
+            let agent = if rng.gen_bool(0.25) {
+                manager_name(region)
+            } else {
+                host_name(region, rng.gen_range(0..self.hosts_per_region[region]))
+            };
+            let at_ms = rng.gen_range(FAULTS_FROM_MS..self.fault_window_ms - 2_000);
+            let for_ms = rng.gen_range(500..6_000);
+            let fault = if rng.gen_bool(0.5) {
+                Fault::AgentCrash { agent, for_ms }
+            } else {
+                Fault::Partition { side: vec![agent], for_ms }
+            };
+            self.faults.push(Planned { at_ms, fault });
+        }
+        self.faults.sort_by_key(|p| p.at_ms);
+    }
+
+    /// Every region agent's host name with (region, manager?), managers first in each region.
+    pub fn agents(&self) -> Vec<(String, usize, bool)> {
+        let mut agents = Vec::new();
+        for (region, hosts) in self.hosts_per_region.iter().enumerate() {
+            agents.push((manager_name(region), region, true));
+            agents.extend((0..*hosts).map(|h| (host_name(region, h), region, false)));
+        }
+        agents
     }
 
     /// Host name of Raft member `index` (voters first, then learners).
     pub fn node_name(&self, index: usize) -> String {
         node_name(index)
     }
+}
+
+/// Host name of region `region`'s manager (`m1` serves the first learner's region).
+fn manager_name(region: usize) -> String {
+    format!("m{}", region + 1)
+}
+
+/// Host name of host agent `host` of region `region` (`h1a`, `h1b`, ...).
+fn host_name(region: usize, host: usize) -> String {
+    format!("h{}{}", region + 1, char::from(b'a' + host as u8))
 }
 
 fn node_name(index: usize) -> String {
@@ -142,6 +220,9 @@ impl fmt::Display for Scenario {
             "seed {}: {} voters, {} learners, {} workers, {} builds, {} ms syncs, faults until {} ms: ",
             self.seed, VOTERS, self.learners, self.workers, self.builds, self.sync_ms, self.fault_window_ms
         )?;
+        if !self.hosts_per_region.is_empty() {
+            write!(f, "hosts per region {:?}, corrupt host {:?}, ", self.hosts_per_region, self.corrupt_host)?;
+        }
         let faults: Vec<String> = self.faults.iter().map(|p| format!("{}ms {:?}", p.at_ms, p.fault)).collect();
         write!(f, "[{}]", faults.join(", "))
     }

@@ -6,11 +6,14 @@
 
 use super::clock::SimClock;
 use super::disk::SimDisk;
-use cascade_core::{JobId, ServiceName};
+use cascade_client::blobs::Store;
+use cascade_core::{Digest, JobId, Region, ServiceName};
 use cascade_raft_node::store::MemSnapshots;
 use cascade_raft_node::types::NodeId;
 use cascade_raft_node::Node;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +50,41 @@ pub struct WorkerSlot {
     /// A pending stall: at its next heartbeat the worker goes silent this long, then carries on with the
     /// lease it held, which by then may have been given to another worker.
     pub stall: Option<Duration>,
+}
+
+/// A region agent's host: a region manager or a host agent.
+pub struct AgentSlot {
+    /// turmoil host name (`m1` manages region 1; `h1a`, `h1b`, ... are its hosts).
+    pub name: String,
+    /// The learner whose region it serves (index among the learners).
+    pub region: usize,
+    /// A manager (else a host agent).
+    pub manager: bool,
+    /// How many times its software has started.
+    pub incarnation: u32,
+    /// A host agent's data dir (releases, `current` links); kept across its crashes, deleted after the run.
+    pub data_dir: PathBuf,
+    /// A host agent that flips a byte of every chunk it serves.
+    pub corrupt: bool,
+}
+
+/// The blob stores: where workers upload, and one store per learner region.
+pub struct Blobs {
+    /// The main store.
+    pub main: Store,
+    /// Per region.
+    pub regions: BTreeMap<Region, Store>,
+}
+
+/// A host agent's report that `current` of a service now points at a release.
+#[derive(Debug, Clone)]
+pub struct Activation {
+    /// Index into [`World::agents`].
+    pub agent: usize,
+    /// The service.
+    pub service: ServiceName,
+    /// The digest it activated.
+    pub digest: Digest,
 }
 
 /// A submission whose answer reached the client: this build must never be lost.
@@ -105,6 +143,14 @@ pub struct World {
     pub acked_deploys: Vec<AckedDeploy>,
     /// Whether the client has made all its submissions.
     pub client_done: bool,
+    /// Whether the client has made its last deploy (with region agents it stops when the faults stop).
+    pub deploys_done: bool,
+    /// Region managers and host agents.
+    pub agents: Vec<AgentSlot>,
+    /// The blob stores, when the run has region agents (workers then upload real artifacts).
+    pub blobs: Option<Blobs>,
+    /// Activations reported by host agents, not yet checked. Host agents need `Send` hooks, hence the mutex.
+    pub activations: std::sync::Arc<std::sync::Mutex<Vec<Activation>>>,
     /// The run's events.
     pub trace: Trace,
 }

@@ -8,6 +8,7 @@
 
 pub mod acknowledged_build_never_lost;
 pub mod desired_generation_grows;
+pub mod host_activates_only_manifest_bytes;
 pub mod leader_completeness;
 pub mod log_matching;
 pub mod no_stale_lease_result;
@@ -76,6 +77,10 @@ pub struct CheckStats {
     pub installed: u64,
     /// Times the shadow had to adopt a replica's state because no log held the next entry any more.
     pub resyncs: u64,
+    /// Host activations reported (each checked).
+    pub activations: u64,
+    /// Releases hashed by `host_activates_only_manifest_bytes`.
+    pub releases_hashed: u64,
 }
 
 /// Checks every invariant as the run goes.
@@ -88,6 +93,7 @@ pub struct Checker {
     attempts: single_running_attempt::Tracker,
     terminal: terminal_states_final::Tracker,
     desired: desired_generation_grows::Tracker,
+    releases: host_activates_only_manifest_bytes::Tracker,
     stats: CheckStats,
 }
 
@@ -196,6 +202,32 @@ impl Checker {
         }
         acknowledged_build_never_lost::check(&self.shadow, &world.acked_submits, false)?;
         self.desired.check_acked(&world.acked_deploys)?;
+        Ok(())
+    }
+
+    /// Checks the host agents' activations since the last step, and with `scan` every host's `current`
+    /// links (a release is hashed only when its link moved).
+    pub fn observe_agents(&mut self, world: &mut World, now: std::time::Duration, scan: bool) -> Result<(), Violation> {
+        let pending = match world.activations.lock() {
+            Ok(mut pending) => std::mem::take(&mut *pending),
+            Err(_) => Vec::new(),
+        };
+        for activation in pending {
+            let Some(slot) = world.agents.get(activation.agent) else { continue };
+            let (name, dir) = (slot.name.clone(), slot.data_dir.clone());
+            self.stats.activations += 1;
+            let short = super::agents::short(&activation.digest);
+            world.trace.push(now, &name, format!("activated {} at {short}", activation.service));
+            self.releases.check(&name, &dir, &activation.service, &self.shadow.artifacts)?;
+        }
+        if scan {
+            for slot in world.agents.iter().filter(|a| !a.manager) {
+                for service in self.shadow.desired.keys() {
+                    self.releases.check(&slot.name, &slot.data_dir, service, &self.shadow.artifacts)?;
+                }
+            }
+        }
+        self.stats.releases_hashed = self.releases.hashed;
         Ok(())
     }
 
