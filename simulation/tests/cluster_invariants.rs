@@ -123,3 +123,49 @@ fn a_lost_or_reassigned_acknowledged_build_is_flagged() {
     assert!(acknowledged_build_never_lost::check(&state, &missing, false).is_ok(), "not reached yet");
     assert!(acknowledged_build_never_lost::check(&state, &missing, true).is_err(), "must exist at the end");
 }
+
+/// A host's data dir with `services/api/current` pointing at a release named `named` holding `bytes`.
+fn host_with_release(dir: &std::path::Path, named: &Digest, bytes: &[u8]) {
+    let release = dir.join("releases").join(named.as_str());
+    std::fs::create_dir_all(&release).expect("release dir");
+    std::fs::write(release.join("artifact"), bytes).expect("artifact");
+    let service = dir.join("services").join("api");
+    std::fs::create_dir_all(&service).expect("service dir");
+    let _ = std::fs::remove_file(service.join("current"));
+    std::os::unix::fs::symlink(&release, service.join("current")).expect("current link");
+}
+
+#[test]
+fn an_activated_release_whose_bytes_or_origin_are_wrong_is_flagged() {
+    use cascade_core::state::ArtifactRecord;
+    use cascade_simulation::cluster::invariants::host_activates_only_manifest_bytes::Tracker;
+    use std::collections::BTreeMap;
+    let dir = std::env::temp_dir().join(format!("cascade-sim-invariant-{}", std::process::id()));
+    let api = ServiceName::parse("api").expect("valid service");
+    let good = b"the bytes the build produced".to_vec();
+    let digest = cascade_core::manifest::hash_bytes(&good);
+    let record = ArtifactRecord {
+        artifact: Artifact { digest: digest.clone(), size: good.len() as u64, manifest_key: "m".into() },
+        build: JobId(0),
+        replication: BTreeMap::new(),
+        replicated_at: BTreeMap::new(),
+        updated_at: UnixMillis(0),
+    };
+    let built = BTreeMap::from([(digest.clone(), record)]);
+
+    host_with_release(&dir.join("h1"), &digest, &good);
+    let mut tracker = Tracker::default();
+    assert!(tracker.check("h1", &dir.join("h1"), &api, &built).is_ok(), "the right bytes of a built artifact pass");
+
+    let mut corrupt = good.clone();
+    corrupt[0] ^= 0xff;
+    host_with_release(&dir.join("h2"), &digest, &corrupt);
+    let flagged = tracker.check("h2", &dir.join("h2"), &api, &built).expect_err("corrupt bytes are flagged");
+    assert_eq!(flagged.invariant, "host_activates_only_manifest_bytes");
+
+    let stranger = b"bytes no build produced".to_vec();
+    host_with_release(&dir.join("h3"), &cascade_core::manifest::hash_bytes(&stranger), &stranger);
+    let flagged = tracker.check("h3", &dir.join("h3"), &api, &built).expect_err("an unbuilt artifact is flagged");
+    assert!(flagged.detail.contains("no build produced"), "{}", flagged.detail);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
