@@ -6,7 +6,7 @@
 //! (complete, verified releases), `services/<service>/current` → `../../releases/<digest>`.
 
 use cascade_core::{Digest, Manifest, ServiceName};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
@@ -77,7 +77,8 @@ pub enum ChunkWriteError {
 pub struct Releases {
     root: PathBuf,
     keep: usize,
-    downloads: HashMap<Digest, Download>,
+    // Ordered: chunk reuse reads kept releases in the same order every run (the simulation replays it).
+    downloads: BTreeMap<Digest, Download>,
 }
 
 impl Releases {
@@ -86,7 +87,7 @@ impl Releases {
         for dir in ["incoming", "releases", "services"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
-        Ok(Self { root: root.to_path_buf(), keep: keep.max(2), downloads: HashMap::new() })
+        Ok(Self { root: root.to_path_buf(), keep: keep.max(2), downloads: BTreeMap::new() })
     }
 
     fn release_dir(&self, digest: &Digest) -> PathBuf {
@@ -137,8 +138,8 @@ impl Releases {
         }
         // Reuse: chunks with the same hash in a kept release are copied, not fetched.
         let mut reused = 0;
-        let wanted: HashMap<&Digest, Vec<u32>> =
-            manifest.chunks.iter().enumerate().fold(HashMap::new(), |mut m, (i, h)| {
+        let wanted: BTreeMap<&Digest, Vec<u32>> =
+            manifest.chunks.iter().enumerate().fold(BTreeMap::new(), |mut m, (i, h)| {
                 if !download.verified[i] {
                     m.entry(h).or_default().push(i as u32);
                 }
@@ -162,8 +163,13 @@ impl Releases {
 
     /// Loads the kept releases' manifests at start, so they serve as rollback targets and chunk sources.
     pub fn load_kept(&mut self) -> std::io::Result<()> {
+        let mut dirs = Vec::new();
         for entry in std::fs::read_dir(self.root.join("releases"))? {
-            let dir = entry?.path();
+            dirs.push(entry?.path());
+        }
+        // In name order, not the directory's: the same on every run.
+        dirs.sort();
+        for dir in dirs {
             let Ok(bytes) = std::fs::read(dir.join("manifest.json")) else { continue };
             let Ok(manifest) = Manifest::from_json(&bytes) else { continue };
             let _ = self.prepare(&manifest)?;
