@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -87,16 +88,21 @@ impl SendHalf for quinn::SendStream {
     }
 }
 
+/// One peer's connection, made once and shared by every fetch from that peer.
+type PeerCell = Arc<tokio::sync::OnceCell<quinn::Connection>>;
+
 /// Production's transport: a quinn endpoint with mutual TLS.
 pub struct QuicTransport {
     endpoint: quinn::Endpoint,
-    peers: tokio::sync::Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    /// Held only to find or insert a peer's cell, never across a handshake: one slow or unreachable peer
+    /// must not hold up fetches from every other peer (it did, for up to the connect timeout).
+    peers: std::sync::Mutex<HashMap<SocketAddr, PeerCell>>,
 }
 
 impl QuicTransport {
     /// Wraps an endpoint made by [`crate::tls::endpoint`].
     pub fn new(endpoint: quinn::Endpoint) -> Self {
-        Self { endpoint, peers: tokio::sync::Mutex::new(HashMap::new()) }
+        Self { endpoint, peers: std::sync::Mutex::new(HashMap::new()) }
     }
 
     async fn connect(&self, addr: SocketAddr, timeout: Duration) -> io::Result<quinn::Connection> {
@@ -107,16 +113,22 @@ impl QuicTransport {
             .map_err(io::Error::other)
     }
 
+    /// The open connection to `addr`, connecting once however many fetches ask at the same time (a failed
+    /// handshake leaves the cell empty, so the next fetch tries again).
     async fn cached(&self, addr: SocketAddr) -> io::Result<quinn::Connection> {
-        let mut peers = self.peers.lock().await;
-        if let Some(existing) = peers.get(&addr) {
-            if existing.close_reason().is_none() {
-                return Ok(existing.clone());
+        let cell = {
+            let mut peers = self.peers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match peers.get(&addr) {
+                Some(cell) if cell.get().is_none_or(|c| c.close_reason().is_none()) => cell.clone(),
+                _ => {
+                    let cell = PeerCell::default();
+                    peers.insert(addr, cell.clone());
+                    cell
+                }
             }
-        }
-        let connection = self.connect(addr, CHUNK_CONNECT_TIMEOUT).await?;
-        peers.insert(addr, connection.clone());
-        Ok(connection)
+        };
+        let connection = cell.get_or_try_init(|| self.connect(addr, CHUNK_CONNECT_TIMEOUT)).await?;
+        Ok(connection.clone())
     }
 }
 
@@ -133,9 +145,8 @@ impl Transport for QuicTransport {
     }
 
     fn forget(&self, addr: SocketAddr) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.peers.lock().await.remove(&addr);
-        })
+        self.peers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&addr);
+        Box::pin(async {})
     }
 
     fn incoming(&self) -> mpsc::UnboundedReceiver<Incoming<Self::Send, Self::Recv>> {
