@@ -218,8 +218,12 @@ pub enum CommandError {
     },
     /// A rollout report from a manager that does not hold the cluster's lease (any more): its counts are
     /// stale and must not overwrite the holder's.
-    #[error("rollout report refused: the manager lease of {region}/{cluster} belongs to {holder} (until {} Unix ms)", expires_at.0)]
+    #[error("rollout report from {reporter} refused: {region}/{cluster}'s manager lease was last granted to {holder}, {}; only the manager holding a live lease reports (one whose lease lapsed stands by until it is granted again)", if *expired { format!("and expired at {} Unix ms", expires_at.0) } else { format!("until {} Unix ms", expires_at.0) })]
     NotManagerLeaseHolder {
+        /// The manager that sent the report (`(unnamed)` when it named none).
+        reporter: String,
+        /// Whether the lease had expired when the report was applied (the reporter may be its last holder).
+        expired: bool,
         /// The region.
         region: Region,
         /// The cluster.

@@ -108,6 +108,8 @@ impl State {
             return Ok(());
         }
         Err(CommandError::NotManagerLeaseHolder {
+            reporter: holder.unwrap_or("(unnamed)").to_string(),
+            expired: lease.expires_at <= now,
             region: region.clone(),
             cluster: cluster.clone(),
             holder: lease.holder.clone(),
@@ -273,7 +275,12 @@ mod tests {
             let err = state.apply(&at(1_200, report(stale, 3))).unwrap_err();
             assert!(matches!(err, CommandError::NotManagerLeaseHolder { ref holder, .. } if holder == "m-a"), "{err}");
         }
-        assert!(state.apply(&at(11_000, report(Some("m-a"), 3))).is_err(), "an expired holder is refused");
+        let expired = state.apply(&at(11_000, report(Some("m-a"), 3))).unwrap_err();
+        assert!(
+            matches!(expired, CommandError::NotManagerLeaseHolder { ref reporter, expired: true, .. } if reporter == "m-a"),
+            "an expired holder is refused, and told its lease expired: {expired}"
+        );
+        assert!(expired.to_string().contains("expired at"), "{expired}");
         assert_eq!(state, before);
         granted(&mut state, 11_000, "m-b");
         state.apply(&at(11_100, report(Some("m-b"), 3))).unwrap();

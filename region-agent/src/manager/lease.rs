@@ -41,7 +41,10 @@ fn local_validity(ttl: Duration) -> Duration {
     ttl - ttl / 10
 }
 
-/// Asks for the lease every `ttl / 3` (each request bounded by the ttl) and forwards what it finds.
+/// Asks for the lease every `ttl / 3` and forwards what it finds. Each request is bounded by that period
+/// and a request that failed or timed out is retried after a tenth of the ttl, not a whole period: under a
+/// loaded control plane one slow answer must not use up the lease (a request bounded by the whole ttl let
+/// it lapse while the manager waited).
 pub(super) async fn keep_lease<C: ControlPlane>(
     client: Arc<C>,
     request: ManagerLeaseRequest,
@@ -49,9 +52,10 @@ pub(super) async fn keep_lease<C: ControlPlane>(
 ) {
     let ttl = Duration::from_millis(request.ttl_ms);
     let period = (ttl / 3).max(Duration::from_millis(50));
+    let retry = (ttl / 10).max(Duration::from_millis(20));
     loop {
         let sent = Instant::now();
-        let answer = match tokio::time::timeout(ttl, client.acquire_manager_lease(&request)).await {
+        let answer = match tokio::time::timeout(period, client.acquire_manager_lease(&request)).await {
             Ok(Ok(())) => Some(LeaseAnswer::Granted { until: sent + local_validity(ttl) }),
             Ok(Err(LeaseError::Held(detail))) => Some(LeaseAnswer::Refused(detail)),
             Ok(Err(LeaseError::Unreachable(e))) => {
@@ -59,16 +63,17 @@ pub(super) async fn keep_lease<C: ControlPlane>(
                 None
             }
             Err(_) => {
-                tracing::warn!(holder = %request.holder, "the manager lease request took longer than its ttl");
+                tracing::warn!(holder = %request.holder, "no answer to the manager lease request within {period:?}; asking again");
                 None
             }
         };
+        let next = if answer.is_some() { sent + period } else { Instant::now() + retry };
         if let Some(answer) = answer {
             if events.send(Event::Lease(answer)).is_err() {
                 return;
             }
         }
-        tokio::time::sleep_until(sent + period).await;
+        tokio::time::sleep_until(next).await;
     }
 }
 
