@@ -10,6 +10,7 @@
 #   LOOPBACK=1: Cascade only, every agent on 127.0.0.1, no namespaces and no tc (unthrottled swarm)
 #   TMPDIR=/dev/shm: work dir on tmpfs (a shared disk's write-back stalls otherwise show in the times)
 #   TC_STATS=1: bytes sent and packets dropped on every link after each system
+#   STATIC_NEIGH=0: resolve neighbours by ARP through the capped links instead of static entries
 #
 # Needs root, iproute2 (ip netns, tc tbf), nginx-light, aria2, opentracker, mktorrent, curl (Debian). The
 # machine's own network is untouched: the bridge lives in a namespace of its own, and everything this
@@ -92,6 +93,24 @@ network() {
   ip -n "$TAG-br" link set lo up
   link seed "$(seed_ip)"
   for i in $(seq 1 "$N"); do link "h$i" "$(host_ip "$i")"; done
+  [ "${STATIC_NEIGH:-1}" = 1 ] && static_neighbours
+}
+
+# static_neighbours: every namespace knows every other one's MAC address. Without it, a host that first
+# talks to a peer late in a run must resolve it by ARP through its own saturated tbf queue; the requests
+# are dropped there and the QUIC handshake times out (seen: no ARP or UDP from the client to the peer ever
+# reached the bridge while the client timed out three times in a row). A routed datacentre resolves only
+# its gateway, once, so this is the bridge's artefact, not the fleet's.
+static_neighbours() {
+  local names=(seed) ips=("$(seed_ip)") macs=() i j
+  for i in $(seq 1 "$N"); do names+=("h$i"); ips+=("$(host_ip "$i")"); done
+  for i in "${!names[@]}"; do macs+=("$(ip -n "$TAG-${names[$i]}" -o link show eth0 | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)"); done
+  for i in "${!names[@]}"; do
+    for j in "${!names[@]}"; do
+      [ "$i" = "$j" ] && continue
+      echo "neigh replace ${ips[$j]} lladdr ${macs[$j]} nud permanent dev eth0"
+    done | ip -n "$TAG-${names[$i]}" -batch -
+  done
 }
 
 cpu_jiffies() { awk '/^cpu /{busy=$2+$3+$4+$7+$8; print busy, busy+$5+$6}' /proc/stat; }
