@@ -138,10 +138,12 @@ struct Host<T: Transport> {
 
 impl<T: Transport> Host<T> {
     fn save_status(&self) {
-        let status = self.status.lock().expect("status lock").clone();
+        // The lock is held through the rename: two fetch tasks writing the one staged file at once could
+        // interleave their bytes, and a reader would then see a torn `status.json`.
+        let status = self.status.lock().expect("status lock");
         let path = self.config.data_dir.join("status.json");
         let staged = self.config.data_dir.join(".status.json");
-        if let Ok(json) = serde_json::to_vec_pretty(&status) {
+        if let Ok(json) = serde_json::to_vec_pretty(&*status) {
             if std::fs::write(&staged, json).is_ok() {
                 let _ = std::fs::rename(staged, path);
             }
