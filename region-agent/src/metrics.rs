@@ -4,6 +4,7 @@
 //! Everything is counted where the agent acts (a chunk read from a peer, a chunk served, a rollout count
 //! computed), so a scrape costs only the encoding. See docs/METRICS.md for the list.
 
+use crate::protocol::FetchFailure;
 use cascade_core::state::RolloutCounts;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -129,9 +130,9 @@ impl HostMetrics {
     }
 
     /// A fetch failed for `reason`; a bad chunk also counts against `peer`.
-    pub fn fetch_failed(&self, peer: SocketAddr, reason: &'static str) {
-        self.fetch_failures.get_or_create(&ReasonLabel { reason }).inc();
-        if reason == "bad_chunk" {
+    pub fn fetch_failed(&self, peer: SocketAddr, reason: FetchFailure) {
+        self.fetch_failures.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
+        if reason == FetchFailure::BadChunk {
             self.bad_chunks.get_or_create(&PeerLabel { peer: peer.to_string() }).inc();
         }
     }
@@ -254,7 +255,7 @@ mod tests {
         metrics.received(peer, 100);
         metrics.sent(peer, 50);
         metrics.chunk_verified();
-        metrics.fetch_failed(peer, "bad_chunk");
+        metrics.fetch_failed(peer, FetchFailure::BadChunk);
         metrics.activation(true, &[("app".to_string(), "d1".to_string())].into_iter().collect());
         let text = metrics.render();
         for line in [

@@ -65,6 +65,17 @@ pub enum FetchFailure {
     BadChunk,
 }
 
+impl FetchFailure {
+    /// The reason's name in metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            FetchFailure::Dead => "dead",
+            FetchFailure::Stalled => "stalled",
+            FetchFailure::BadChunk => "bad_chunk",
+        }
+    }
+}
+
 /// First frame of every stream an agent opens: a host's control stream to its manager, or a chunk request
 /// (to a peer, or to the manager as the seed).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -74,12 +74,7 @@ pub(super) async fn fetch<T: Transport>(
             HostMessage::Verified { digest, chunk }
         }
         Err(reason) => {
-            let name = match reason {
-                FetchFailure::Dead => "dead",
-                FetchFailure::Stalled => "stalled",
-                FetchFailure::BadChunk => "bad_chunk",
-            };
-            host.metrics.fetch_failed(addr, name);
+            host.metrics.fetch_failed(addr, reason);
             if reason == FetchFailure::BadChunk {
                 *host.status.lock().expect("status lock").bad_chunks_from.entry(addr.to_string()).or_default() += 1;
                 host.save_status();
@@ -121,10 +116,16 @@ pub(super) async fn serve_chunks<T: Transport>(host: Arc<Host<T>>) {
             let Ok(Some(StreamOpen::Chunk(request))) = read_frame::<StreamOpen>(&mut recv).await else {
                 return;
             };
-            let read = {
-                let releases = host.releases.lock().expect("releases lock");
-                releases.get(&request.digest).map(|d| d.read_chunk(request.chunk))
-            };
+            // A chunk is read from disk like it is written: off the async threads (`host.blocking`).
+            let reader = host.clone();
+            let read = host
+                .blocking
+                .run(move || {
+                    let releases = reader.releases.lock().expect("releases lock");
+                    releases.get(&request.digest).map(|d| d.read_chunk(request.chunk))
+                })
+                .await
+                .flatten();
             match read {
                 Some(Ok(mut bytes)) => {
                     if host.config.corrupt_uploads && !bytes.is_empty() {
