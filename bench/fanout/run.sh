@@ -11,6 +11,7 @@
 #   TMPDIR=/dev/shm: work dir on tmpfs (a shared disk's write-back stalls otherwise show in the times)
 #   TC_STATS=1: bytes sent and packets dropped on every link after each system
 #   STATIC_NEIGH=0: resolve neighbours by ARP through the capped links instead of static entries
+#   AGENT_LOG=filter: the agents' log filter (default info,quinn=warn); KEEP_WORK=1 keeps the work dir
 #
 # Needs root, iproute2 (ip netns, tc tbf), nginx-light, aria2, opentracker, mktorrent, curl (Debian). The
 # machine's own network is untouched: the bridge lives in a namespace of its own, and everything this
@@ -23,6 +24,7 @@ SIZE_MIB=${3:-64}
 CHUNK_KIB=${4:-1024}
 SYSTEMS=${SYSTEMS:-cascade nginx aria2}
 LOOPBACK=${LOOPBACK:-0}
+AGENT_LOG=${AGENT_LOG:-info,quinn=warn}
 BIN=${BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/cascade-target}/release}
 WORKER_TOKEN=fanout-bench-worker-token-0001 # the `worker` token `fanout node-config` writes
 TAG=cfo$$                                  # prefix of every namespace this run creates
@@ -49,7 +51,7 @@ cleanup() {
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
     ip netns del "$ns" 2>/dev/null
   done
-  rm -rf "$WORK"
+  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -167,7 +169,7 @@ path = "$WORK/stores/us"
 
 $(tls manager)
 EOF
-  spawn seed env CASCADE_LOG=info,quinn=warn "$BIN/cascade" agent manager --config "$WORK/manager.toml" 2>"$WORK/manager.log" &
+  spawn seed env CASCADE_LOG="$AGENT_LOG" "$BIN/cascade" agent manager --config "$WORK/manager.toml" 2>"$WORK/manager.log" &
   PIDS+=($!)
   agents+=($!)
   for i in $(seq 1 "$N"); do
@@ -179,7 +181,7 @@ data_dir = "$WORK/hosts/h$i"
 
 $(tls "h$i")
 EOF
-    spawn "h$i" env CASCADE_LOG=info,quinn=warn "$BIN/cascade" agent host --config "$WORK/h$i.toml" 2>"$WORK/h$i.log" &
+    spawn "h$i" env CASCADE_LOG="$AGENT_LOG" "$BIN/cascade" agent host --config "$WORK/h$i.toml" 2>"$WORK/h$i.log" &
     PIDS+=($!)
     agents+=($!)
   done
@@ -305,8 +307,8 @@ tc_stats() {
   local link
   for link in seed $(seq -f 'h%g' 1 "$N"); do
     printf '%s to-host: %s  from-host: %s\n' "$link" \
-      "$(ip netns exec "$TAG-br" tc -s qdisc show dev "v$link" | awk '/Sent/{print $2" B, dropped "$7}')" \
-      "$(ip netns exec "$TAG-$link" tc -s qdisc show dev eth0 | awk '/Sent/{print $2" B, dropped "$7}')"
+      "$(ip netns exec "$TAG-br" tc -s qdisc show dev "v$link" | awk '/Sent/{print $2" B, "$4" pkt, dropped "$7}')" \
+      "$(ip netns exec "$TAG-$link" tc -s qdisc show dev eth0 | awk '/Sent/{print $2" B, "$4" pkt, dropped "$7}')"
   done
 }
 

@@ -27,15 +27,18 @@ pub enum FrameError {
     Decode(String),
 }
 
-/// Writes one frame.
+/// Writes one frame in one write: a separate write of the length prefix wakes QUIC's connection task
+/// twice, and a prefix sent alone costs a whole packet on a link the chunks need.
 pub async fn write_frame<T: Serialize>(out: &mut (impl AsyncWrite + Unpin), message: &T) -> Result<(), FrameError> {
-    let bytes = bincode::serialize(message).map_err(|e| FrameError::Decode(e.to_string()))?;
-    let len = u32::try_from(bytes.len()).map_err(|_| FrameError::TooLarge(u32::MAX))?;
+    let body_len = bincode::serialized_size(message).map_err(|e| FrameError::Decode(e.to_string()))?;
+    let len = u32::try_from(body_len).map_err(|_| FrameError::TooLarge(u32::MAX))?;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
-    out.write_u32(len).await?;
-    out.write_all(&bytes).await?;
+    let mut frame = Vec::with_capacity(4 + len as usize);
+    frame.extend_from_slice(&len.to_be_bytes());
+    bincode::serialize_into(&mut frame, message).map_err(|e| FrameError::Decode(e.to_string()))?;
+    out.write_all(&frame).await?;
     Ok(())
 }
 
@@ -98,6 +101,7 @@ pub enum HostMessage {
     /// an earlier release that shares them).
     Have {
         /// The artifact.
+        #[serde(with = "wire_digest")]
         digest: Digest,
         /// Chunk indexes held and verified.
         chunks: Vec<u32>,
@@ -105,6 +109,7 @@ pub enum HostMessage {
     /// A chunk arrived and matched the manifest; the host now serves it.
     Verified {
         /// The artifact.
+        #[serde(with = "wire_digest")]
         digest: Digest,
         /// The chunk index.
         chunk: u32,
@@ -112,6 +117,7 @@ pub enum HostMessage {
     /// A fetch failed; blames the sender.
     Failed {
         /// The artifact.
+        #[serde(with = "wire_digest")]
         digest: Digest,
         /// The chunk index.
         chunk: u32,
@@ -153,11 +159,13 @@ pub enum ManagerMessage {
         /// Its generation.
         generation: u64,
         /// What to receive.
+        #[serde(with = "wire_manifest")]
         manifest: Manifest,
     },
     /// Fetch one chunk from a peer (or the seed).
     Fetch {
         /// The artifact.
+        #[serde(with = "wire_digest")]
         digest: Digest,
         /// The chunk index.
         chunk: u32,
@@ -173,6 +181,7 @@ pub enum ManagerMessage {
         /// Its generation.
         generation: u64,
         /// The artifact.
+        #[serde(with = "wire_digest")]
         digest: Digest,
     },
     /// This manager does not act for the cluster (it is the standby, or just lost its lease): the host
@@ -187,6 +196,7 @@ pub enum ManagerMessage {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChunkRequest {
     /// The artifact.
+    #[serde(with = "wire_digest")]
     pub digest: Digest,
     /// The chunk index.
     pub chunk: u32,
@@ -202,4 +212,124 @@ pub enum ChunkAnswer {
     },
     /// The sender cannot serve it.
     Refused(String),
+}
+
+/// A digest as 32 raw bytes on the wire, not the 72 of its text form: every transfer costs the manager a
+/// `Fetch` and the receiver a `Verified`, and on the manager's link (which also seeds the swarm) the
+/// control bytes are taken from the chunks' share.
+mod wire_digest {
+    use cascade_core::Digest;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn to_bytes(digest: &Digest) -> Result<[u8; 32], String> {
+        blake3::Hash::from_hex(digest.as_str()).map(|h| *h.as_bytes()).map_err(|e| format!("digest {digest}: {e}"))
+    }
+
+    pub(super) fn from_bytes(bytes: [u8; 32]) -> Digest {
+        cascade_core::manifest::digest_of(blake3::Hash::from_bytes(bytes))
+    }
+
+    pub(super) fn serialize<S: Serializer>(digest: &Digest, out: S) -> Result<S::Ok, S::Error> {
+        to_bytes(digest).map_err(serde::ser::Error::custom)?.serialize(out)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Digest, D::Error> {
+        <[u8; 32]>::deserialize(input).map(from_bytes)
+    }
+}
+
+/// A manifest on the wire with raw-byte digests (less than half its size), checked like a stored one
+/// when it arrives.
+mod wire_manifest {
+    use super::wire_digest::{from_bytes, to_bytes};
+    use cascade_core::Manifest;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct WireManifest {
+        version: u32,
+        chunk_size: u64,
+        total_size: u64,
+        digest: [u8; 32],
+        chunks: Vec<[u8; 32]>,
+    }
+
+    pub(super) fn serialize<S: Serializer>(manifest: &Manifest, out: S) -> Result<S::Ok, S::Error> {
+        let chunks = manifest.chunks.iter().map(to_bytes).collect::<Result<Vec<_>, _>>();
+        WireManifest {
+            version: manifest.version,
+            chunk_size: manifest.chunk_size,
+            total_size: manifest.total_size,
+            digest: to_bytes(&manifest.digest).map_err(serde::ser::Error::custom)?,
+            chunks: chunks.map_err(serde::ser::Error::custom)?,
+        }
+        .serialize(out)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Manifest, D::Error> {
+        let wire = WireManifest::deserialize(input)?;
+        let manifest = Manifest {
+            version: wire.version,
+            chunk_size: wire.chunk_size,
+            total_size: wire.total_size,
+            digest: from_bytes(wire.digest),
+            chunks: wire.chunks.into_iter().map(from_bytes).collect(),
+        };
+        manifest.validate().map_err(serde::de::Error::custom)?;
+        Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        let mut builder = cascade_core::manifest::ManifestBuilder::new(64 * 1024).expect("chunk size");
+        for fill in 0..3u8 {
+            builder.push(&vec![fill; 64 * 1024]).expect("chunk");
+        }
+        builder.push(b"tail").expect("last chunk");
+        builder.finish()
+    }
+
+    #[test]
+    fn messages_round_trip_with_raw_digests() {
+        let manifest = manifest();
+        let prepare = ManagerMessage::Prepare {
+            service: ServiceName::parse("api").expect("service"),
+            generation: 7,
+            manifest: manifest.clone(),
+        };
+        let bytes = bincode::serialize(&prepare).expect("serialize");
+        // 4 chunk hashes and the whole digest at 32 bytes each, not 72.
+        assert!(bytes.len() < 5 * 40 + 64, "{} bytes", bytes.len());
+        match bincode::deserialize::<ManagerMessage>(&bytes).expect("deserialize") {
+            ManagerMessage::Prepare { manifest: back, generation: 7, .. } => assert_eq!(back, manifest),
+            other => panic!("{other:?}"),
+        }
+        let fetch = ManagerMessage::Fetch {
+            digest: manifest.digest.clone(),
+            chunk: 3,
+            from: 9,
+            addr: "10.0.0.9:7000".parse().expect("addr"),
+        };
+        let bytes = bincode::serialize(&fetch).expect("serialize");
+        assert!(bytes.len() <= 56, "a Fetch is {} bytes", bytes.len());
+        match bincode::deserialize::<ManagerMessage>(&bytes).expect("deserialize") {
+            ManagerMessage::Fetch { digest, chunk: 3, from: 9, .. } => assert_eq!(digest, manifest.digest),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_manifest_that_does_not_add_up_is_refused() {
+        let mut manifest = manifest();
+        manifest.total_size += 64 * 1024; // one chunk more than it lists
+        let prepare =
+            ManagerMessage::Prepare { service: ServiceName::parse("api").expect("service"), generation: 1, manifest };
+        let bytes = bincode::serialize(&prepare).expect("serialize");
+        let err = bincode::deserialize::<ManagerMessage>(&bytes).expect_err("refused");
+        assert!(err.to_string().contains("chunk") || err.to_string().contains("size"), "{err}");
+    }
 }

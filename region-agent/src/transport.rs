@@ -163,6 +163,8 @@ impl Transport for QuicTransport {
                             return;
                         }
                     }
+                    // What the peer's link carried for us: datagrams, losses and congestion events.
+                    tracing::debug!(%peer, stats = ?connection.stats(), "peer connection ended");
                 });
                 if tx.is_closed() {
                     return;
