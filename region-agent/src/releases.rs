@@ -123,11 +123,14 @@ impl Releases {
             return Ok((held, 0));
         }
         let path = self.root.join("incoming").join(format!("{digest}.part"));
+        // Only a file an earlier run left behind can hold chunks: scanning a fresh one would read and hash
+        // the whole artifact's worth of zeros before the first fetch (seconds for a large artifact).
+        let resuming = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
         file.set_len(manifest.total_size)?;
         let mut download = Download { manifest: manifest.clone(), path, file, verified: vec![false; chunks] };
         // Resume: whatever a previous run of this host wrote and still verifies is kept.
-        for index in 0..chunks as u32 {
+        for index in (0..chunks as u32).filter(|_| resuming) {
             let range = manifest.chunk_range(index as u64).map_err(std::io::Error::other)?;
             let mut bytes = vec![0u8; (range.end - range.start) as usize];
             if download.file.read_exact_at(&mut bytes, range.start).is_ok()
@@ -263,5 +266,38 @@ pub mod fault_injection {
         {
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact() -> (Manifest, Vec<Vec<u8>>) {
+        // No chunk of zeros: a hole in the preallocated file would verify as one.
+        let chunks: Vec<Vec<u8>> = (1..=4u8).map(|fill| vec![fill; 64 * 1024]).collect();
+        let mut builder = cascade_core::ManifestBuilder::new(64 * 1024).expect("chunk size");
+        for chunk in &chunks {
+            builder.push(chunk).expect("chunk");
+        }
+        (builder.finish(), chunks)
+    }
+
+    #[test]
+    fn a_fresh_download_holds_nothing_and_a_restarted_one_resumes_its_verified_chunks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (manifest, chunks) = artifact();
+        let mut releases = Releases::open(dir.path(), 3).expect("open");
+        let (held, reused) = releases.prepare(&manifest).expect("prepare");
+        assert!(held.is_empty() && reused == 0, "a new download starts empty: {held:?}");
+        let download = releases.get_mut(&manifest.digest).expect("download");
+        download.write_chunk(1, &chunks[1]).expect("chunk 1");
+        download.write_chunk(3, &chunks[3]).expect("chunk 3");
+        drop(releases);
+
+        // A new process on the same data dir: the .part file is re-verified, chunk by chunk.
+        let mut restarted = Releases::open(dir.path(), 3).expect("reopen");
+        let (held, _) = restarted.prepare(&manifest).expect("prepare again");
+        assert_eq!(held, vec![1, 3], "exactly the chunks written before the restart are kept");
     }
 }

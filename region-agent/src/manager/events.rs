@@ -163,6 +163,7 @@ impl<C: ControlPlane> Manager<C> {
                 }
             }
             HostMessage::Verified { digest, chunk } => {
+                tracing::trace!(host = id, chunk, "verified");
                 let Some((_, rollout)) = self.rollout_of(&digest) else { return };
                 if let Phase::Running { scheduler, .. } = &mut rollout.phase {
                     let _ = scheduler.chunk_verified(HostId(id), ChunkId(chunk));
@@ -227,6 +228,8 @@ impl<C: ControlPlane> Manager<C> {
                     let _ = scheduler.transfer_failed(transfer.from, transfer.to, transfer.chunk, FailReason::Dead);
                     continue;
                 };
+                // Per transfer, so off unless asked for: with the `verified` lines it times every hop.
+                tracing::trace!(from = transfer.from.0, to = transfer.to.0, chunk = transfer.chunk.0, "assigned");
                 messages.push((
                     transfer.to.0,
                     ManagerMessage::Fetch {
