@@ -8,7 +8,7 @@ mod chunks;
 
 use crate::blocking::Blocking;
 use crate::metrics::HostMetrics;
-use crate::protocol::{read_frame, write_frame, HostMessage, ManagerMessage, StreamOpen};
+use crate::protocol::{read_frame, write_frame, DownloadId, FetchFailure, HostMessage, ManagerMessage, StreamOpen};
 use crate::releases::Releases;
 use crate::tls::TlsFiles;
 use crate::transport::{QuicTransport, Transport};
@@ -230,6 +230,8 @@ async fn control_session<T: Transport>(
     let data_addr = host.config.advertise.unwrap_or(host.config.listen);
     write_frame(&mut send, &StreamOpen::Control { name: host.config.name.clone(), data_addr }).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<HostMessage>();
+    // The manager's numbers for the artifacts it asked this session to receive.
+    let mut downloads: HashMap<DownloadId, Digest> = HashMap::new();
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
             if write_frame(&mut send, &message).await.is_err() {
@@ -245,7 +247,8 @@ async fn control_session<T: Transport>(
                     tracing::info!(host = %host.config.name, host_id, %manager, "registered");
                 }
                 ManagerMessage::Refused { reason } => anyhow::bail!("refused: {reason}"),
-                ManagerMessage::Prepare { service, generation, manifest } => {
+                ManagerMessage::Prepare { service, generation, download, manifest } => {
+                    downloads.insert(download, manifest.digest.clone());
                     let host = host.clone();
                     let tx = tx.clone();
                     let blocking = host.blocking;
@@ -261,15 +264,23 @@ async fn control_session<T: Transport>(
                                     .local
                                     .insert(digest.to_string(), held.len() as u32);
                                 host.save_status();
-                                let _ = tx.send(HostMessage::Have { digest, chunks: held });
+                                let _ = tx.send(HostMessage::Have { download, chunks: held });
                             }
                             Err(e) => tracing::error!(%digest, "cannot prepare the download: {e}"),
                         }
                     }));
                 }
-                ManagerMessage::Fetch { digest, chunk, from, addr } => {
-                    tokio::spawn(chunks::fetch(host.clone(), tx.clone(), digest, chunk, from, addr));
-                }
+                ManagerMessage::Fetch { download, chunk, from, addr } => match downloads.get(&download) {
+                    Some(digest) => {
+                        let fetch = chunks::Fetch { download, digest: digest.clone(), chunk, from, addr };
+                        tokio::spawn(chunks::fetch(host.clone(), tx.clone(), fetch));
+                    }
+                    None => {
+                        // Never drop an assignment silently: the manager holds a sender's slot for it.
+                        tracing::warn!(download, chunk, "fetch for a download this session was not asked to prepare");
+                        let _ = tx.send(HostMessage::Failed { download, chunk, from, reason: FetchFailure::Stalled });
+                    }
+                },
                 ManagerMessage::Activate { service, generation, digest } => {
                     tokio::spawn(activate(host.clone(), tx.clone(), service, generation, digest));
                 }

@@ -57,6 +57,11 @@ pub async fn read_frame<T: DeserializeOwned>(input: &mut (impl AsyncRead + Unpin
     bincode::deserialize(&bytes).map(Some).map_err(|e| FrameError::Decode(e.to_string()))
 }
 
+/// The manager's number for an artifact it rolls out, sent once in [`ManagerMessage::Prepare`] and then
+/// carried by every per-chunk message instead of the 32-byte digest: the manager's link, which also seeds
+/// the swarm, carries one `Fetch` per transfer. Valid within one control session.
+pub type DownloadId = u32;
+
 /// Why a fetch failed, as the receiver saw it (mirrors the scheduler's reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FetchFailure {
@@ -100,25 +105,22 @@ pub enum HostMessage {
     /// Answer to [`ManagerMessage::Prepare`]: chunks already held (from a partial download, or copied from
     /// an earlier release that shares them).
     Have {
-        /// The artifact.
-        #[serde(with = "wire_digest")]
-        digest: Digest,
+        /// The download, as numbered by [`ManagerMessage::Prepare`].
+        download: DownloadId,
         /// Chunk indexes held and verified.
         chunks: Vec<u32>,
     },
     /// A chunk arrived and matched the manifest; the host now serves it.
     Verified {
-        /// The artifact.
-        #[serde(with = "wire_digest")]
-        digest: Digest,
+        /// The download.
+        download: DownloadId,
         /// The chunk index.
         chunk: u32,
     },
     /// A fetch failed; blames the sender.
     Failed {
-        /// The artifact.
-        #[serde(with = "wire_digest")]
-        digest: Digest,
+        /// The download.
+        download: DownloadId,
         /// The chunk index.
         chunk: u32,
         /// The sender's host id (0: the seed).
@@ -158,15 +160,16 @@ pub enum ManagerMessage {
         service: ServiceName,
         /// Its generation.
         generation: u64,
+        /// The number the messages about this download carry instead of its digest.
+        download: DownloadId,
         /// What to receive.
         #[serde(with = "wire_manifest")]
         manifest: Manifest,
     },
     /// Fetch one chunk from a peer (or the seed).
     Fetch {
-        /// The artifact.
-        #[serde(with = "wire_digest")]
-        digest: Digest,
+        /// The download, as numbered by its `Prepare`.
+        download: DownloadId,
         /// The chunk index.
         chunk: u32,
         /// Sender id (0: the seed).
@@ -214,9 +217,8 @@ pub enum ChunkAnswer {
     Refused(String),
 }
 
-/// A digest as 32 raw bytes on the wire, not the 72 of its text form: every transfer costs the manager a
-/// `Fetch` and the receiver a `Verified`, and on the manager's link (which also seeds the swarm) the
-/// control bytes are taken from the chunks' share.
+/// A digest as 32 raw bytes on the wire, not the 72 of its text form (manifests, chunk requests,
+/// activations).
 mod wire_digest {
     use cascade_core::Digest;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -299,6 +301,7 @@ mod tests {
         let prepare = ManagerMessage::Prepare {
             service: ServiceName::parse("api").expect("service"),
             generation: 7,
+            download: 3,
             manifest: manifest.clone(),
         };
         let bytes = bincode::serialize(&prepare).expect("serialize");
@@ -308,26 +311,26 @@ mod tests {
             ManagerMessage::Prepare { manifest: back, generation: 7, .. } => assert_eq!(back, manifest),
             other => panic!("{other:?}"),
         }
-        let fetch = ManagerMessage::Fetch {
-            digest: manifest.digest.clone(),
-            chunk: 3,
-            from: 9,
-            addr: "10.0.0.9:7000".parse().expect("addr"),
-        };
+        let fetch =
+            ManagerMessage::Fetch { download: 3, chunk: 3, from: 9, addr: "10.0.0.9:7000".parse().expect("addr") };
         let bytes = bincode::serialize(&fetch).expect("serialize");
-        assert!(bytes.len() <= 56, "a Fetch is {} bytes", bytes.len());
-        match bincode::deserialize::<ManagerMessage>(&bytes).expect("deserialize") {
-            ManagerMessage::Fetch { digest, chunk: 3, from: 9, .. } => assert_eq!(digest, manifest.digest),
-            other => panic!("{other:?}"),
-        }
+        assert!(bytes.len() <= 26, "a Fetch is {} bytes", bytes.len());
+        assert!(matches!(
+            bincode::deserialize::<ManagerMessage>(&bytes).expect("deserialize"),
+            ManagerMessage::Fetch { download: 3, chunk: 3, from: 9, .. }
+        ));
     }
 
     #[test]
     fn a_manifest_that_does_not_add_up_is_refused() {
         let mut manifest = manifest();
         manifest.total_size += 64 * 1024; // one chunk more than it lists
-        let prepare =
-            ManagerMessage::Prepare { service: ServiceName::parse("api").expect("service"), generation: 1, manifest };
+        let prepare = ManagerMessage::Prepare {
+            service: ServiceName::parse("api").expect("service"),
+            generation: 1,
+            download: 1,
+            manifest,
+        };
         let bytes = bincode::serialize(&prepare).expect("serialize");
         let err = bincode::deserialize::<ManagerMessage>(&bytes).expect_err("refused");
         assert!(err.to_string().contains("chunk") || err.to_string().contains("size"), "{err}");

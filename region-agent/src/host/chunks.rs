@@ -2,7 +2,9 @@
 //! serving verified chunks to peers.
 
 use super::Host;
-use crate::protocol::{read_frame, write_frame, ChunkAnswer, ChunkRequest, FetchFailure, HostMessage, StreamOpen};
+use crate::protocol::{
+    read_frame, write_frame, ChunkAnswer, ChunkRequest, DownloadId, FetchFailure, HostMessage, StreamOpen,
+};
 use crate::releases::ChunkWriteError;
 use crate::transport::{Incoming, SendHalf as _, Transport};
 use cascade_core::Digest;
@@ -12,15 +14,19 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 
+/// One assignment from the manager: fetch `chunk` of `digest` (numbered `download` in this session) from
+/// host `from` at `addr`.
+pub(super) struct Fetch {
+    pub(super) download: DownloadId,
+    pub(super) digest: Digest,
+    pub(super) chunk: u32,
+    pub(super) from: u32,
+    pub(super) addr: SocketAddr,
+}
+
 /// Fetches one chunk from `addr`, verifies it, writes it, and tells the manager.
-pub(super) async fn fetch<T: Transport>(
-    host: Arc<Host<T>>,
-    tx: mpsc::UnboundedSender<HostMessage>,
-    digest: Digest,
-    chunk: u32,
-    from: u32,
-    addr: SocketAddr,
-) {
+pub(super) async fn fetch<T: Transport>(host: Arc<Host<T>>, tx: mpsc::UnboundedSender<HostMessage>, fetch: Fetch) {
+    let Fetch { download, digest, chunk, from, addr } = fetch;
     let expected = {
         let releases = host.releases.lock().expect("releases lock");
         match releases.get(&digest).map(|d| d.manifest.chunk_len(chunk as u64)) {
@@ -28,7 +34,7 @@ pub(super) async fn fetch<T: Transport>(
             _ => {
                 // Never drop an assignment silently: the manager holds a sender's slot for it until it hears.
                 tracing::warn!(%digest, chunk, "fetch for a download this host does not hold");
-                let _ = tx.send(HostMessage::Failed { digest, chunk, from, reason: FetchFailure::Stalled });
+                let _ = tx.send(HostMessage::Failed { download, chunk, from, reason: FetchFailure::Stalled });
                 return;
             }
         }
@@ -71,7 +77,7 @@ pub(super) async fn fetch<T: Transport>(
             host.metrics.chunk_verified();
             *host.status.lock().expect("status lock").fetched.entry(digest.to_string()).or_default() += 1;
             host.save_status();
-            HostMessage::Verified { digest, chunk }
+            HostMessage::Verified { download, chunk }
         }
         Err(reason) => {
             host.metrics.fetch_failed(addr, reason);
@@ -79,7 +85,7 @@ pub(super) async fn fetch<T: Transport>(
                 *host.status.lock().expect("status lock").bad_chunks_from.entry(addr.to_string()).or_default() += 1;
                 host.save_status();
             }
-            HostMessage::Failed { digest, chunk, from, reason }
+            HostMessage::Failed { download, chunk, from, reason }
         }
     };
     let _ = tx.send(message);

@@ -32,10 +32,11 @@ impl<C: ControlPlane> Manager<C> {
                     .rollouts
                     .iter()
                     .filter_map(|(service, rollout)| match &rollout.phase {
-                        Phase::Running { manifest, .. } if rollout.control != RolloutControl::Aborted => {
+                        Phase::Running { manifest, download, .. } if rollout.control != RolloutControl::Aborted => {
                             Some(ManagerMessage::Prepare {
                                 service: service.clone(),
                                 generation: rollout.generation,
+                                download: *download,
                                 manifest: manifest.clone(),
                             })
                         }
@@ -137,45 +138,48 @@ impl<C: ControlPlane> Manager<C> {
             }
         };
         self.manifests.write().expect("manifests lock").insert(manifest.digest.clone(), manifest.clone());
-        tracing::info!(%service, generation, chunks, "replicated here: rollout starts");
-        rollout.phase = Phase::Running { manifest: manifest.clone(), scheduler };
+        let next = DownloadId::try_from(self.downloads.len()).expect("fewer than 2^32 artifacts");
+        let download = *self.downloads.entry(manifest.digest.clone()).or_insert(next);
+        tracing::info!(%service, generation, chunks, download, "replicated here: rollout starts");
+        rollout.phase = Phase::Running { manifest: manifest.clone(), scheduler, download };
         let hosts: Vec<u32> = self.live_hosts().collect();
         for host in hosts {
             self.send(
                 host,
-                ManagerMessage::Prepare { service: service.clone(), generation, manifest: manifest.clone() },
+                ManagerMessage::Prepare { service: service.clone(), generation, download, manifest: manifest.clone() },
             );
         }
     }
 
-    fn rollout_of(&mut self, digest: &Digest) -> Option<(&ServiceName, &mut Rollout)> {
-        self.rollouts.iter_mut().find(|(_, r)| &r.digest == digest)
+    /// The running rollout of `download` (the first, should two services deploy the same artifact).
+    fn rollout_of(&mut self, download: DownloadId) -> Option<&mut Rollout> {
+        self.rollouts.values_mut().find(|r| matches!(r.phase, Phase::Running { download: d, .. } if d == download))
     }
 
     fn host_message(&mut self, id: u32, message: HostMessage) {
         match message {
-            HostMessage::Have { digest, chunks } => {
-                let Some((_, rollout)) = self.rollout_of(&digest) else { return };
+            HostMessage::Have { download, chunks } => {
+                let Some(rollout) = self.rollout_of(download) else { return };
                 let Phase::Running { scheduler, .. } = &mut rollout.phase else { return };
                 let held: Vec<ChunkId> = chunks.into_iter().map(ChunkId).collect();
                 if scheduler.host_joined(HostId(id), &held).is_ok() {
                     rollout.joined.insert(id);
                 }
             }
-            HostMessage::Verified { digest, chunk } => {
+            HostMessage::Verified { download, chunk } => {
                 tracing::trace!(host = id, chunk, "verified");
-                let Some((_, rollout)) = self.rollout_of(&digest) else { return };
+                let Some(rollout) = self.rollout_of(download) else { return };
                 if let Phase::Running { scheduler, .. } = &mut rollout.phase {
                     let _ = scheduler.chunk_verified(HostId(id), ChunkId(chunk));
                 }
             }
-            HostMessage::Failed { digest, chunk, from, reason } => {
+            HostMessage::Failed { download, chunk, from, reason } => {
                 // A receiver that cannot reach `from` does not prove it died: while `from` keeps its control
                 // session with this manager (say it restarted, and the receiver's cached connection is to
                 // the old process), it is a stall. Reporting it dead would drop a live host from the
                 // scheduler for good.
                 let sender_connected = self.hosts.get(&from).is_some_and(|h| h.tx.is_some());
-                let Some((_, rollout)) = self.rollout_of(&digest) else { return };
+                let Some(rollout) = self.rollout_of(download) else { return };
                 if let Phase::Running { scheduler, .. } = &mut rollout.phase {
                     let reason = match reason {
                         FetchFailure::Dead if sender_connected => FailReason::Stalled,
@@ -215,7 +219,7 @@ impl<C: ControlPlane> Manager<C> {
             if rollout.control != RolloutControl::Running {
                 continue;
             }
-            let Phase::Running { scheduler, manifest } = &mut rollout.phase else { continue };
+            let Phase::Running { scheduler, manifest, download } = &mut rollout.phase else { continue };
             let mut transfers: Vec<Transfer> = Vec::new();
             scheduler.next_assignments(&mut transfers);
             for transfer in transfers {
@@ -232,12 +236,7 @@ impl<C: ControlPlane> Manager<C> {
                 tracing::trace!(from = transfer.from.0, to = transfer.to.0, chunk = transfer.chunk.0, "assigned");
                 messages.push((
                     transfer.to.0,
-                    ManagerMessage::Fetch {
-                        digest: manifest.digest.clone(),
-                        chunk: transfer.chunk.0,
-                        from: transfer.from.0,
-                        addr,
-                    },
+                    ManagerMessage::Fetch { download: *download, chunk: transfer.chunk.0, from: transfer.from.0, addr },
                 ));
             }
             reports.extend(scheduler.drain_reports());

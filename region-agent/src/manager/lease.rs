@@ -157,7 +157,7 @@ fn restart(rollout: &mut Rollout) {
     rollout.activated.clear();
     rollout.activating.clear();
     rollout.failed.clear();
-    if let Phase::Running { manifest, scheduler } = &mut rollout.phase {
+    if let Phase::Running { manifest, scheduler, .. } = &mut rollout.phase {
         if let Ok(fresh) = super::fresh_scheduler(manifest, rollout.generation) {
             *scheduler = fresh;
         }

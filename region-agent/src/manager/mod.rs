@@ -7,7 +7,9 @@
 //! same code.
 
 use crate::metrics::ManagerMetrics;
-use crate::protocol::{read_frame, write_frame, ChunkAnswer, FetchFailure, HostMessage, ManagerMessage, StreamOpen};
+use crate::protocol::{
+    read_frame, write_frame, ChunkAnswer, DownloadId, FetchFailure, HostMessage, ManagerMessage, StreamOpen,
+};
 use crate::tls::TlsFiles;
 use crate::transport::{Incoming, QuicTransport, SendHalf, Transport};
 use cascade_client::blobs::{open_store, read_manifest, Store, StoreConfig};
@@ -147,7 +149,12 @@ struct HostEntry {
 
 enum Phase {
     WaitingForReplication,
-    Running { manifest: Manifest, scheduler: Box<Scheduler> },
+    /// `download` numbers the artifact in this manager's messages to hosts.
+    Running {
+        manifest: Manifest,
+        scheduler: Box<Scheduler>,
+        download: DownloadId,
+    },
 }
 
 struct Rollout {
@@ -176,6 +183,9 @@ struct Manager<C: ControlPlane> {
     metrics: Arc<ManagerMetrics>,
     last_reported: HashMap<ServiceName, (u64, RolloutCounts)>,
     next_session: u64,
+    /// The number each artifact goes by in per-chunk messages, for the manager's life (one digest, one
+    /// number, as hosts keep one download per digest).
+    downloads: BTreeMap<Digest, DownloadId>,
     /// Lease holder id.
     holder: String,
     /// Acts until this local instant (the manager lease); `None` while standing by.
@@ -268,6 +278,7 @@ pub async fn run_with<C: ControlPlane, T: Transport>(
         metrics,
         last_reported: HashMap::new(),
         next_session: 0,
+        downloads: BTreeMap::new(),
         status: ManagerStatus { holder: holder.clone(), role: "standby".into(), ..ManagerStatus::default() },
         holder,
         lease_until: None,
