@@ -325,6 +325,7 @@ impl Node {
     /// Adds a learner (if not already a member) and, if `voter`, promotes it once it has caught up.
     /// Runs on the leader.
     pub async fn add_member(&self, id: NodeId, info: NodeInfo, voter: bool) -> Result<(), NodeError> {
+        self.wait_membership_committed(MAX_WAIT).await?;
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let known = membership.membership().get_node(&id).cloned();
         let is_voter = membership.membership().voter_ids().any(|v| v == id);
@@ -360,6 +361,7 @@ impl Node {
     /// Removes a member: a voter leaves the voter set and the cluster in one joint change, a learner just
     /// leaves. Refuses to remove the last voter (the cluster could never commit again). Runs on the leader.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), NodeError> {
+        self.wait_membership_committed(MAX_WAIT).await?;
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let membership = membership.membership();
         if membership.get_node(&id).is_none() {
@@ -383,6 +385,23 @@ impl Node {
             Ok(result) => result.map(|_| ()).map_err(membership_error),
             Err(_) => Err(NodeError::OutcomeUnknown(format!(
                 "removing node {id} was not committed within {MAX_WAIT:?}; check `cascade cluster status`"
+            ))),
+        }
+    }
+
+    /// Waits until the membership in effect is committed here. openraft refuses a change while the previous
+    /// one is uncommitted, and a newly elected leader (right after `cluster init`, say) has not yet
+    /// committed even the initial one: a change asked for in that window is not an error of the caller's.
+    async fn wait_membership_committed(&self, within: Duration) -> Result<(), NodeError> {
+        let committed = |m: &openraft::RaftMetrics<NodeId, NodeInfo>| {
+            let effective = m.membership_config.log_id().map(|l| l.index);
+            m.last_applied.is_some_and(|applied| effective.is_none_or(|e| applied.index >= e))
+        };
+        match self.raft.wait(Some(within)).metrics(committed, "membership committed").await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(NodeError::Membership(format!(
+                "the previous membership change has not committed within {within:?}; check `cascade cluster \
+                 status` (is a quorum of voters up?) and retry"
             ))),
         }
     }
