@@ -39,11 +39,25 @@ struct Cli {
     /// Events of a failing run's trace to print.
     #[arg(long, default_value_t = 40)]
     tail: usize,
+    /// Simulate the cluster without region managers and host agents (as the regression seeds run).
+    #[arg(long)]
+    without_agents: bool,
+    /// Plant the fixed bug of seed 3358 (the stores' old replication read), to find seeds that catch it.
+    #[arg(long)]
+    old_replication_read: bool,
+    /// In a `--seeds` run, go on after a failing seed and list every one that failed.
+    #[arg(long)]
+    keep_going: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let options = Options { faults: !cli.no_faults, ..Options::default() };
+    let options = Options {
+        faults: !cli.no_faults,
+        agents: !cli.without_agents,
+        replication_reads_purged_ranges: cli.old_replication_read,
+        ..Options::default()
+    };
     if !cfg!(tokio_unstable) {
         eprintln!("note: built without --cfg tokio_unstable: tokio's scheduler is not seeded, replays may differ");
     }
@@ -70,6 +84,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut ran = 0u64;
     let mut simulated = Duration::ZERO;
+    let mut failed = Vec::new();
     for seed in cli.from..cli.from.saturating_add(count) {
         if budget.is_some_and(|b| started.elapsed() >= b) {
             println!("wall-clock budget of {}s spent", budget.map_or(0, |b| b.as_secs()));
@@ -80,9 +95,16 @@ fn main() -> ExitCode {
         simulated += outcome.sim_time;
         if !outcome.passed() {
             print!("{}", outcome.report(cli.tail));
-            println!("{ran} seeds run, 1 failed");
-            return ExitCode::FAILURE;
+            if !cli.keep_going {
+                println!("{ran} seeds run, 1 failed");
+                return ExitCode::FAILURE;
+            }
+            failed.push(seed);
         }
+    }
+    if !failed.is_empty() {
+        println!("{ran} seeds run, {} failed: {failed:?}", failed.len());
+        return ExitCode::FAILURE;
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
