@@ -95,6 +95,12 @@ pub fn digest_of(hash: blake3::Hash) -> Digest {
     Digest::parse(hash.to_hex().to_string()).expect("BLAKE3 hex is a valid digest")
 }
 
+/// The 32 bytes a [`Digest`] spells in hex (its compact form, for wire formats).
+pub fn digest_bytes(digest: &Digest) -> [u8; 32] {
+    // A Digest is validated as exactly 64 hex characters, which is exactly what BLAKE3 parses.
+    *blake3::Hash::from_hex(digest.as_str()).expect("a Digest is 64 hex characters").as_bytes()
+}
+
 /// How many chunks an artifact of `total_size` bytes has at `chunk_size` (an empty artifact has none).
 pub fn chunk_count(total_size: u64, chunk_size: u64) -> u64 {
     assert!(chunk_size > 0, "chunk size must be positive");

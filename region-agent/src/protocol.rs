@@ -220,19 +220,16 @@ pub enum ChunkAnswer {
 /// A digest as 32 raw bytes on the wire, not the 72 of its text form (manifests, chunk requests,
 /// activations).
 mod wire_digest {
+    use cascade_core::manifest::{digest_bytes, digest_of};
     use cascade_core::Digest;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub(super) fn to_bytes(digest: &Digest) -> Result<[u8; 32], String> {
-        blake3::Hash::from_hex(digest.as_str()).map(|h| *h.as_bytes()).map_err(|e| format!("digest {digest}: {e}"))
-    }
-
     pub(super) fn from_bytes(bytes: [u8; 32]) -> Digest {
-        cascade_core::manifest::digest_of(blake3::Hash::from_bytes(bytes))
+        digest_of(blake3::Hash::from_bytes(bytes))
     }
 
     pub(super) fn serialize<S: Serializer>(digest: &Digest, out: S) -> Result<S::Ok, S::Error> {
-        to_bytes(digest).map_err(serde::ser::Error::custom)?.serialize(out)
+        digest_bytes(digest).serialize(out)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Digest, D::Error> {
@@ -243,7 +240,8 @@ mod wire_digest {
 /// A manifest on the wire with raw-byte digests (less than half its size), checked like a stored one
 /// when it arrives.
 mod wire_manifest {
-    use super::wire_digest::{from_bytes, to_bytes};
+    use super::wire_digest::from_bytes;
+    use cascade_core::manifest::digest_bytes;
     use cascade_core::Manifest;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -257,13 +255,12 @@ mod wire_manifest {
     }
 
     pub(super) fn serialize<S: Serializer>(manifest: &Manifest, out: S) -> Result<S::Ok, S::Error> {
-        let chunks = manifest.chunks.iter().map(to_bytes).collect::<Result<Vec<_>, _>>();
         WireManifest {
             version: manifest.version,
             chunk_size: manifest.chunk_size,
             total_size: manifest.total_size,
-            digest: to_bytes(&manifest.digest).map_err(serde::ser::Error::custom)?,
-            chunks: chunks.map_err(serde::ser::Error::custom)?,
+            digest: digest_bytes(&manifest.digest),
+            chunks: manifest.chunks.iter().map(digest_bytes).collect(),
         }
         .serialize(out)
     }
