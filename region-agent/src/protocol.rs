@@ -30,14 +30,14 @@ pub enum FrameError {
 /// Writes one frame in one write: a separate write of the length prefix wakes QUIC's connection task
 /// twice, and a prefix sent alone costs a whole packet on a link the chunks need.
 pub async fn write_frame<T: Serialize>(out: &mut (impl AsyncWrite + Unpin), message: &T) -> Result<(), FrameError> {
-    let body_len = bincode::serialized_size(message).map_err(|e| FrameError::Decode(e.to_string()))?;
-    let len = u32::try_from(body_len).map_err(|_| FrameError::TooLarge(u32::MAX))?;
+    // Serialized once, behind room for the length prefix that is filled in after.
+    let mut frame = vec![0u8; 4];
+    bincode::serialize_into(&mut frame, message).map_err(|e| FrameError::Decode(e.to_string()))?;
+    let len = u32::try_from(frame.len() - 4).map_err(|_| FrameError::TooLarge(u32::MAX))?;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
-    let mut frame = Vec::with_capacity(4 + len as usize);
-    frame.extend_from_slice(&len.to_be_bytes());
-    bincode::serialize_into(&mut frame, message).map_err(|e| FrameError::Decode(e.to_string()))?;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
     out.write_all(&frame).await?;
     Ok(())
 }

@@ -130,13 +130,15 @@ impl Releases {
         file.set_len(manifest.total_size)?;
         let mut download = Download { manifest: manifest.clone(), path, file, verified: vec![false; chunks] };
         // Resume: whatever a previous run of this host wrote and still verifies is kept.
-        for index in (0..chunks as u32).filter(|_| resuming) {
-            let range = manifest.chunk_range(index as u64).map_err(std::io::Error::other)?;
-            let mut bytes = vec![0u8; (range.end - range.start) as usize];
-            if download.file.read_exact_at(&mut bytes, range.start).is_ok()
-                && manifest.verify_chunk(index as u64, &bytes).is_ok()
-            {
-                download.verified[index as usize] = true;
+        if resuming {
+            for index in 0..chunks as u32 {
+                let range = manifest.chunk_range(index as u64).map_err(std::io::Error::other)?;
+                let mut bytes = vec![0u8; (range.end - range.start) as usize];
+                if download.file.read_exact_at(&mut bytes, range.start).is_ok()
+                    && manifest.verify_chunk(index as u64, &bytes).is_ok()
+                {
+                    download.verified[index as usize] = true;
+                }
             }
         }
         // Reuse: chunks with the same hash in a kept release are copied, not fetched.
