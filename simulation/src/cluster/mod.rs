@@ -23,6 +23,7 @@ pub mod clock;
 pub mod disk;
 pub mod host;
 pub mod invariants;
+pub mod isolation;
 pub mod net;
 pub mod run;
 pub mod scenario;

@@ -6,6 +6,7 @@ use super::actors;
 use super::agents;
 use super::host;
 use super::invariants::{acknowledged_build_never_lost, Checker, Violation};
+use super::isolation::RunGuard;
 use super::scenario::{Fault, Scenario, VOTERS};
 use super::world::{AgentSlot, Blobs, NodeSlot, Shared, WorkerSlot, World};
 use super::{Failure, Options, Outcome};
@@ -66,6 +67,8 @@ fn remember_panics() {
 
 /// Runs seed `seed` to the end (or the first violation).
 pub fn run_seed(seed: u64, options: &Options) -> Outcome {
+    // Before anything of the run spawns a task; held until its hosts are dropped.
+    let _isolated = RunGuard::acquire();
     remember_panics();
     FIRST_PANIC.with(|p| p.borrow_mut().take());
     cascade_raft_node::runtime::seed_thread_rng(seed);
