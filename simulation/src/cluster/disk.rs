@@ -121,6 +121,11 @@ impl SimDisk {
         self.lock().sync_delay = delay;
     }
 
+    /// The vote this host holds now (what a restart restores, once synced), for the checker.
+    pub fn vote(&self) -> Option<Vote<NodeId>> {
+        self.lock().cache.vote
+    }
+
     /// The entry at `index` as this host's log holds it now, if it still does.
     pub fn entry(&self, index: u64) -> Option<Entry> {
         self.lock().cache.logs.get(&index).cloned()

@@ -6,7 +6,9 @@
 //! Checked when a node is seen turning leader within one incarnation, against what was committed by the
 //! step before. Not checked for a node that restarts as leader: openraft restores a node with a committed
 //! vote for itself as leader at once, a stale leader that owes nothing committed since (seeds 2676, 2721:
-//! an old entry committed later by a newer leader is not owed to an older one).
+//! an old entry committed later by a newer leader is not owed to an older one). Such a node is told by its
+//! vote, the committed one its disk held when it restarted, not by its first metrics: those may show a
+//! follower in term 0 for a step before openraft restores it as leader (seed 2429).
 
 use super::log_matching::History;
 use super::Violation;

@@ -17,8 +17,8 @@ pub mod terminal_states_final;
 
 use super::world::World;
 use cascade_core::State;
-use cascade_raft_node::types::{Entry, LogId};
-use openraft::{EntryPayload, ServerState};
+use cascade_raft_node::types::{Entry, LogId, NodeId};
+use openraft::{EntryPayload, ServerState, Vote};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -62,6 +62,8 @@ struct Seen {
     role: Option<ServerState>,
     term: u64,
     snapshot: Option<LogId>,
+    /// The vote its disk held when this incarnation was first seen: the one openraft restores it with.
+    restored_vote: Option<Vote<NodeId>>,
 }
 
 /// Counts for the run's summary.
@@ -143,9 +145,17 @@ impl Checker {
             if seen.role != Some(role) || seen.term != term {
                 events.push((slot.name.clone(), format!("{role:?} in term {term} (leader {leader_id:?})")));
             }
-            // Elected since the last step: seen as another role (or in another term) in this incarnation.
-            let elected =
-                role == ServerState::Leader && seen.role.is_some() && (seen.role != Some(role) || seen.term != term);
+            if seen.role.is_none() {
+                seen.restored_vote = slot.disk.vote();
+            }
+            // Elected since the last step: seen as another role (or in another term) in this incarnation. A
+            // node that leads under the committed vote it restarted with was restored as a stale leader, not
+            // elected, even when its first metrics showed a follower in term 0 (seed 2429).
+            let restored_leader = vote.is_committed() && seen.restored_vote == Some(vote);
+            let elected = role == ServerState::Leader
+                && seen.role.is_some()
+                && (seen.role != Some(role) || seen.term != term)
+                && !restored_leader;
             if elected {
                 leader_completeness::check(&slot.name, &vote, &slot.disk, &self.history, self.shadow_index)?;
             }
@@ -158,7 +168,7 @@ impl Checker {
                     events.push((slot.name.clone(), format!("installed a snapshot at index {}", index(snapshot))));
                 }
             }
-            *seen = Seen { applied, role: Some(role), term, snapshot };
+            *seen = Seen { applied, role: Some(role), term, snapshot, restored_vote: seen.restored_vote };
             replicas.push((slot.name.clone(), node.clone(), slot.disk.clone(), applied, changed));
         }
         for (host, event) in events {
