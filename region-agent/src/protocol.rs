@@ -4,6 +4,7 @@
 //! [`HostMessage`] up and [`ManagerMessage`] down). Data: a receiver opens a stream to the sender the
 //! manager named, sends [`StreamOpen::Chunk`], and reads a [`ChunkAnswer`] followed by the chunk's bytes.
 
+use bincode::Options as _;
 use cascade_core::{Digest, Manifest, ServiceName};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -27,12 +28,29 @@ pub enum FrameError {
     Decode(String),
 }
 
+/// The frames' encoding: bincode with variable-length integers. The manager's link also seeds the swarm
+/// and carries one `Fetch` per transfer; fixed 4- and 8-byte integers made those half padding. The limit
+/// stops a length inside a frame from asking for more memory than a frame may hold.
+fn codec() -> impl bincode::Options {
+    bincode::DefaultOptions::new().with_limit(u64::from(MAX_FRAME))
+}
+
+/// Encodes one message as the body of a frame (exposed for size checks in tests).
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    codec().serialize(message).map_err(|e| FrameError::Decode(e.to_string()))
+}
+
+/// Decodes the body of a frame.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    codec().deserialize(bytes).map_err(|e| FrameError::Decode(e.to_string()))
+}
+
 /// Writes one frame in one write: a separate write of the length prefix wakes QUIC's connection task
 /// twice, and a prefix sent alone costs a whole packet on a link the chunks need.
 pub async fn write_frame<T: Serialize>(out: &mut (impl AsyncWrite + Unpin), message: &T) -> Result<(), FrameError> {
     // Serialized once, behind room for the length prefix that is filled in after.
     let mut frame = vec![0u8; 4];
-    bincode::serialize_into(&mut frame, message).map_err(|e| FrameError::Decode(e.to_string()))?;
+    codec().serialize_into(&mut frame, message).map_err(|e| FrameError::Decode(e.to_string()))?;
     let len = u32::try_from(frame.len() - 4).map_err(|_| FrameError::TooLarge(u32::MAX))?;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
@@ -54,7 +72,7 @@ pub async fn read_frame<T: DeserializeOwned>(input: &mut (impl AsyncRead + Unpin
     }
     let mut bytes = vec![0u8; len as usize];
     input.read_exact(&mut bytes).await?;
-    bincode::deserialize(&bytes).map(Some).map_err(|e| FrameError::Decode(e.to_string()))
+    decode(&bytes).map(Some)
 }
 
 /// The manager's number for an artifact it rolls out, sent once in [`ManagerMessage::Prepare`] and then
@@ -301,19 +319,19 @@ mod tests {
             download: 3,
             manifest: manifest.clone(),
         };
-        let bytes = bincode::serialize(&prepare).expect("serialize");
+        let bytes = encode(&prepare).expect("serialize");
         // 4 chunk hashes and the whole digest at 32 bytes each, not 72.
         assert!(bytes.len() < 5 * 40 + 64, "{} bytes", bytes.len());
-        match bincode::deserialize::<ManagerMessage>(&bytes).expect("deserialize") {
+        match decode::<ManagerMessage>(&bytes).expect("deserialize") {
             ManagerMessage::Prepare { manifest: back, generation: 7, .. } => assert_eq!(back, manifest),
             other => panic!("{other:?}"),
         }
         let fetch =
             ManagerMessage::Fetch { download: 3, chunk: 3, from: 9, addr: "10.0.0.9:7000".parse().expect("addr") };
-        let bytes = bincode::serialize(&fetch).expect("serialize");
-        assert!(bytes.len() <= 26, "a Fetch is {} bytes", bytes.len());
+        let bytes = encode(&fetch).expect("serialize");
+        assert!(bytes.len() <= 13, "a Fetch is {} bytes", bytes.len());
         assert!(matches!(
-            bincode::deserialize::<ManagerMessage>(&bytes).expect("deserialize"),
+            decode::<ManagerMessage>(&bytes).expect("deserialize"),
             ManagerMessage::Fetch { download: 3, chunk: 3, from: 9, .. }
         ));
     }
@@ -328,8 +346,8 @@ mod tests {
             download: 1,
             manifest,
         };
-        let bytes = bincode::serialize(&prepare).expect("serialize");
-        let err = bincode::deserialize::<ManagerMessage>(&bytes).expect_err("refused");
+        let bytes = encode(&prepare).expect("serialize");
+        let err = decode::<ManagerMessage>(&bytes).expect_err("refused");
         assert!(err.to_string().contains("chunk") || err.to_string().contains("size"), "{err}");
     }
 }
