@@ -4,6 +4,7 @@
 
 #![cfg(tokio_unstable)]
 
+use cascade_simulation::cluster::isolation::RunGuard;
 use cascade_simulation::cluster::{run_seed, Options, Outcome};
 
 #[test]
@@ -56,8 +57,11 @@ fn a_seed_replays_the_same_whatever_else_ran_in_the_process() {
     assert_same(&between, &beside, "the run beside");
 }
 
-/// Spawns no-op tokio tasks (at most 4) until the next task id is `residue` modulo 4.
+/// Spawns no-op tokio tasks (at most 4) until the next task id is `residue` modulo 4. It holds the run guard
+/// while it does: tasks spawned on another thread during a run would still shift that run's ids (the
+/// other test of this binary runs at the same time).
 fn spawn_tokio_tasks_until_the_next_id_is(residue: u64) {
+    let _no_run_meanwhile = RunGuard::acquire();
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a scratch runtime");
     for _ in 0..4 {
         let taken: u64 = runtime.spawn(async {}).id().to_string().parse().expect("a task id is a number");

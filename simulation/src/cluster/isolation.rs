@@ -12,6 +12,10 @@
 //! [`RunGuard`] removes that dependence: one run at a time per process, and each starts with the counter
 //! at the same residue, that of a fresh process, so `--seed N` from the command line, the N-th seed of a
 //! `--seeds` run and a seed inside a test binary replay alike.
+//!
+//! What it cannot stop: tokio tasks spawned on another thread of the process while a run is going on, outside
+//! any run, still take ids from the run's sequence. The simulation's binaries spawn none; a test that
+//! spawns tokio tasks of its own holds a [`RunGuard`] while it does.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
