@@ -17,8 +17,10 @@ use std::time::Duration;
 /// CA (not the name) is what is trusted.
 pub const AGENT_SERVER_NAME: &str = "cascade-agent";
 
-/// ALPN protocol id of the agents' protocol.
-const ALPN: &[u8] = b"cascade-agent/1";
+/// ALPN protocol id of the agents' protocol, with its wire version: agents of different versions fail the
+/// QUIC handshake ("no application protocol") instead of exchanging frames neither can decode. Version 2:
+/// frames in variable-length integers (`protocol::codec`).
+const ALPN: &[u8] = b"cascade-agent/2";
 
 /// Why TLS material could not be made or used.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +162,11 @@ fn bulk_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 
 /// A QUIC endpoint that accepts and makes mutual-TLS connections with the cluster CA.
 pub fn endpoint(files: &TlsFiles, bind: SocketAddr) -> Result<quinn::Endpoint, TlsError> {
+    endpoint_speaking(files, bind, ALPN)
+}
+
+/// [`endpoint`] for the protocol version `alpn` (another version only in tests).
+fn endpoint_speaking(files: &TlsFiles, bind: SocketAddr, alpn: &[u8]) -> Result<quinn::Endpoint, TlsError> {
     let invalid = |what: &str, e: &dyn std::fmt::Display| TlsError::Invalid(format!("{what}: {e}"));
     let ca = CertificateDer::from_pem_file(&files.ca).map_err(|e| invalid(&files.ca.display().to_string(), &e))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
@@ -181,7 +188,7 @@ pub fn endpoint(files: &TlsFiles, bind: SocketAddr) -> Result<quinn::Endpoint, T
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain.clone(), key.clone_key())
         .map_err(|e| invalid("server certificate", &e))?;
-    server.alpn_protocols = vec![ALPN.to_vec()];
+    server.alpn_protocols = vec![alpn.to_vec()];
     let server = QuicServerConfig::try_from(server).map_err(|e| invalid("QUIC server", &e))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
     server.transport_config(transport());
@@ -192,7 +199,7 @@ pub fn endpoint(files: &TlsFiles, bind: SocketAddr) -> Result<quinn::Endpoint, T
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .map_err(|e| invalid("client certificate", &e))?;
-    client.alpn_protocols = vec![ALPN.to_vec()];
+    client.alpn_protocols = vec![alpn.to_vec()];
     let client = QuicClientConfig::try_from(client).map_err(|e| invalid("QUIC client", &e))?;
     let mut client = quinn::ClientConfig::new(Arc::new(client));
     client.transport_config(transport());
@@ -203,4 +210,48 @@ pub fn endpoint(files: &TlsFiles, bind: SocketAddr) -> Result<quinn::Endpoint, T
         quinn::Endpoint::new(endpoint_config(), Some(server), socket, Arc::new(quinn::TokioRuntime)).map_err(io)?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(dir: &Path, name: &str) -> TlsFiles {
+        issue(dir, name, dir).expect("issue");
+        TlsFiles { ca: dir.join("ca.pem"), cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")) }
+    }
+
+    /// Connects `client` to `server`; the server side accepts in the background.
+    async fn connect(client: &quinn::Endpoint, server: &quinn::Endpoint) -> Result<(), String> {
+        let addr = server.local_addr().map_err(|e| e.to_string())?;
+        let accepting = server.clone();
+        let accepted = tokio::spawn(async move {
+            let incoming = accepting.accept().await?;
+            incoming.await.ok().map(|_connection| ())
+        });
+        let outcome = match client.connect(addr, AGENT_SERVER_NAME) {
+            Ok(connecting) => match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+                Ok(Ok(_connection)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("handshake timed out".to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        accepted.abort();
+        outcome
+    }
+
+    #[tokio::test]
+    async fn agents_of_another_wire_version_fail_the_handshake() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        create_ca(dir.path()).expect("CA");
+        let loopback: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let server = endpoint(&files(dir.path(), "server"), loopback).expect("server");
+        let same = endpoint(&files(dir.path(), "same"), loopback).expect("same version");
+        let older = endpoint_speaking(&files(dir.path(), "older"), loopback, b"cascade-agent/1").expect("older");
+
+        connect(&same, &server).await.expect("the same version connects");
+        let refused = connect(&older, &server).await.expect_err("another version is refused");
+        assert!(refused.contains("application protocol") || refused.contains("120"), "{refused}");
+    }
 }
