@@ -23,9 +23,9 @@ pub enum FrameError {
     /// The peer announced a frame larger than [`MAX_FRAME`].
     #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME}")]
     TooLarge(u32),
-    /// The bytes are not a message.
-    #[error("undecodable frame: {0}")]
-    Decode(String),
+    /// The bytes are not a message, or a message could not be encoded.
+    #[error("frame encoding: {0}")]
+    Codec(String),
 }
 
 /// The frames' encoding: bincode with variable-length integers. The manager's link also seeds the swarm
@@ -35,14 +35,15 @@ fn codec() -> impl bincode::Options {
     bincode::DefaultOptions::new().with_limit(u64::from(MAX_FRAME))
 }
 
-/// Encodes one message as the body of a frame (exposed for size checks in tests).
-pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
-    codec().serialize(message).map_err(|e| FrameError::Decode(e.to_string()))
+/// Encodes one message as the body of a frame ([`write_frame`] does it behind room for the prefix).
+#[cfg(test)]
+fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    codec().serialize(message).map_err(|e| FrameError::Codec(e.to_string()))
 }
 
 /// Decodes the body of a frame.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
-    codec().deserialize(bytes).map_err(|e| FrameError::Decode(e.to_string()))
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    codec().deserialize(bytes).map_err(|e| FrameError::Codec(e.to_string()))
 }
 
 /// Writes one frame in one write: a separate write of the length prefix wakes QUIC's connection task
@@ -50,7 +51,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
 pub async fn write_frame<T: Serialize>(out: &mut (impl AsyncWrite + Unpin), message: &T) -> Result<(), FrameError> {
     // Serialized once, behind room for the length prefix that is filled in after.
     let mut frame = vec![0u8; 4];
-    codec().serialize_into(&mut frame, message).map_err(|e| FrameError::Decode(e.to_string()))?;
+    codec().serialize_into(&mut frame, message).map_err(|e| FrameError::Codec(e.to_string()))?;
     let len = u32::try_from(frame.len() - 4).map_err(|_| FrameError::TooLarge(u32::MAX))?;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
