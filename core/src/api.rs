@@ -202,6 +202,9 @@ pub struct RolloutReport {
     pub cluster: ClusterName,
     /// Host counts.
     pub counts: crate::state::RolloutCounts,
+    /// The failed hosts with their reasons: the first [`crate::deploy::MAX_REPORTED_FAILURES`] by name.
+    #[serde(default)]
+    pub failures: crate::deploy::HostFailures,
     /// The reporting manager's lease holder id; required once the cluster has a manager lease.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<String>,

@@ -48,7 +48,16 @@ pub enum Command {
     /// Pause, resume or abort the rollout of the service's current generation.
     ControlRollout { service: ServiceName, generation: u64, control: RolloutControl },
     /// A region manager's batched host counts for one cluster.
-    ReportRollout { service: ServiceName, generation: u64, region: Region, cluster: ClusterName, counts: RolloutCounts },
+    ReportRollout {
+        service: ServiceName,
+        generation: u64,
+        region: Region,
+        cluster: ClusterName,
+        counts: RolloutCounts,
+        /// The failed hosts with their reasons (bounded).
+        #[serde(default)]
+        failures: crate::deploy::HostFailures,
+    },
     /// Grant or renew the manager lease of (region, cluster) to `holder` for `ttl_ms` when it is free,
     /// expired or already its own; refused while another manager holds it (see [`crate::manager_lease`]).
     AcquireManagerLease { region: Region, cluster: ClusterName, holder: String, ttl_ms: u64 },
@@ -60,6 +69,9 @@ pub enum Command {
         region: Region,
         cluster: ClusterName,
         counts: RolloutCounts,
+        /// The failed hosts with their reasons (bounded).
+        #[serde(default)]
+        failures: crate::deploy::HostFailures,
     },
 }
 

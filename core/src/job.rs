@@ -42,6 +42,9 @@ pub struct Artifact {
     pub size: u64,
     /// Object-store key of the chunk manifest.
     pub manifest_key: String,
+    /// How hosts install, start and check it: the build's `[deploy]` section, validated by the worker.
+    #[serde(default)]
+    pub deploy: crate::deploy::DeploySpec,
 }
 
 /// Longest object-store key of an artifact's manifest.
@@ -61,7 +64,7 @@ impl Artifact {
                 format!("must be 1 to {MAX_MANIFEST_KEY_BYTES} bytes with no control characters"),
             ));
         }
-        Ok(())
+        self.deploy.validate()
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod command;
+pub mod deploy;
 pub mod fanout;
 pub mod ids;
 pub mod job;
@@ -19,6 +20,7 @@ pub use command::{
 pub use ids::{
     ClusterName, CommitSha, Digest, InvalidValue, JobId, Principal, Region, RepoUrl, ServiceName, UnixMillis, WorkerId,
 };
+pub use deploy::{DeploySpec, HostDeclaration, HostFailure, HostFailures};
 pub use job::{Artifact, Job, JobStatus, Lease};
 pub use manifest::{Manifest, ManifestBuilder, ManifestError};
 pub use state::State;

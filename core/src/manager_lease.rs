@@ -246,7 +246,7 @@ mod tests {
             panic!("claim");
         };
         let artifact =
-            Artifact { digest: Digest::parse("cd".repeat(32)).unwrap(), size: 1, manifest_key: "manifests/x".into() };
+            Artifact { digest: Digest::parse("cd".repeat(32)).unwrap(), size: 1, manifest_key: "manifests/x".into(), deploy: Default::default() };
         state.apply(&at(3, Command::Succeed { lease: claimed.lease, artifact })).unwrap();
         state.apply(&at(4, Command::SetDesiredVersion { service, build: claimed.job.id })).unwrap();
         state
@@ -258,9 +258,17 @@ mod tests {
         let counts = RolloutCounts { total: 3, active, ..RolloutCounts::default() };
         match holder {
             Some(holder) => {
-                Command::ReportRolloutHeld { holder: holder.into(), service, generation, region, cluster, counts }
+                Command::ReportRolloutHeld {
+                    holder: holder.into(),
+                    service,
+                    generation,
+                    region,
+                    cluster,
+                    counts,
+                    failures: Default::default(),
+                }
             }
-            None => Command::ReportRollout { service, generation, region, cluster, counts },
+            None => Command::ReportRollout { service, generation, region, cluster, counts, failures: Default::default() },
         }
     }
 

@@ -130,12 +130,19 @@ pub struct RolloutCounts {
     pub total: u64,
     /// Receiving chunks.
     pub fetching: u64,
-    /// Whole digest verified, not yet active.
+    /// Whole digest verified, not yet switched to.
     pub verified: u64,
+    /// Switched to the release; `activate` or the health probe has not finished yet.
+    #[serde(default)]
+    pub activating: u64,
     /// Running the desired version.
     pub active: u64,
-    /// Failed to fetch, verify or activate.
+    /// Failed to fetch, verify, activate or pass the health probe (back on their previous release).
     pub failed: u64,
+    /// Live hosts in the cluster, targeted or not: `total == 0` with hosts here means the placement
+    /// matches none of them.
+    #[serde(default)]
+    pub cluster_hosts: u64,
 }
 
 /// Latest counts for one cluster of one rollout.
@@ -148,6 +155,9 @@ pub struct ClusterRollout {
     /// The manager lease holder that reported them (none from a manager without a lease).
     #[serde(default)]
     pub reported_by: Option<String>,
+    /// The failed hosts with their reasons (bounded).
+    #[serde(default)]
+    pub failures: crate::deploy::HostFailures,
 }
 
 /// One line of the audit log.
@@ -279,11 +289,11 @@ impl State {
             Command::ControlRollout { service, generation, control } => {
                 self.control_rollout(now, actor, service, *generation, *control)
             }
-            Command::ReportRollout { service, generation, region, cluster, counts } => {
-                self.report_rollout(now, None, service, *generation, region, cluster, *counts)
+            Command::ReportRollout { service, generation, region, cluster, counts, failures } => {
+                self.report_rollout(now, None, service, *generation, (region, cluster), *counts, failures)
             }
-            Command::ReportRolloutHeld { holder, service, generation, region, cluster, counts } => {
-                self.report_rollout(now, Some(holder), service, *generation, region, cluster, *counts)
+            Command::ReportRolloutHeld { holder, service, generation, region, cluster, counts, failures } => {
+                self.report_rollout(now, Some(holder), service, *generation, (region, cluster), *counts, failures)
             }
             Command::AcquireManagerLease { region, cluster, holder, ttl_ms } => {
                 self.acquire_manager_lease(now, actor, region, cluster, holder, *ttl_ms)
@@ -617,25 +627,33 @@ impl State {
         holder: Option<&String>,
         service: &ServiceName,
         generation: u64,
-        region: &Region,
-        cluster: &ClusterName,
+        (region, cluster): (&Region, &ClusterName),
         counts: RolloutCounts,
+        failures: &crate::deploy::HostFailures,
     ) -> CommandResult {
         let latest = self.desired.get(service).map_or(0, |d| d.generation);
         if generation == 0 || generation > latest {
             return Err(CommandError::UnknownGeneration { service: service.clone(), generation, latest });
         }
         self.check_report_holder(now, region, cluster, holder.map(String::as_str))?;
-        let parts = [counts.fetching, counts.verified, counts.active, counts.failed];
+        let parts = [counts.fetching, counts.verified, counts.activating, counts.active, counts.failed];
         let sum = parts.iter().try_fold(0u64, |acc, n| acc.checked_add(*n));
         if sum.is_none_or(|s| s > counts.total) {
             return Err(CommandError::InvalidCounts(format!(
-                "fetching + verified + active + failed must not exceed total ({counts:?})"
+                "fetching + verified + activating + active + failed must not exceed total ({counts:?})"
+            )));
+        }
+        failures.validate().map_err(|e| CommandError::InvalidCounts(e.to_string()))?;
+        if failures.total() > counts.failed {
+            return Err(CommandError::InvalidCounts(format!(
+                "{} failed hosts listed or counted, but only {} failed",
+                failures.total(),
+                counts.failed
             )));
         }
         self.rollouts.entry((service.clone(), generation)).or_default().insert(
             (region.clone(), cluster.clone()),
-            ClusterRollout { counts, reported_at: now, reported_by: holder.cloned() },
+            ClusterRollout { counts, reported_at: now, reported_by: holder.cloned(), failures: failures.clone() },
         );
         Ok(CommandOutput::RolloutRecorded)
     }

@@ -41,6 +41,7 @@ fn artifact(n: u8) -> Artifact {
         digest: Digest::parse(format!("{n:02x}").repeat(32)).unwrap(),
         size: u64::from(n) * 100,
         manifest_key: format!("manifests/{n}"),
+        deploy: Default::default(),
     }
 }
 
@@ -67,7 +68,7 @@ fn replication_status() -> impl Strategy<Value = ReplicationStatus> {
 
 fn rollout_counts() -> impl Strategy<Value = RolloutCounts> {
     (0u64..8, 0u64..4, 0u64..4, 0u64..4, 0u64..4).prop_map(|(total, fetching, verified, active, failed)| {
-        RolloutCounts { total, fetching, verified, active, failed }
+        RolloutCounts { total, fetching, verified, active, failed, ..RolloutCounts::default() }
     })
 }
 
@@ -105,6 +106,7 @@ fn step() -> impl Strategy<Value = Step> {
                     region: Region::parse(REGIONS[r]).unwrap(),
                     cluster: ClusterName::parse(CLUSTERS[c]).unwrap(),
                     counts,
+                    failures: Default::default(),
                 })
             }
         ),

@@ -40,7 +40,7 @@ fn digest(n: u8) -> Digest {
 }
 
 fn artifact(n: u8) -> Artifact {
-    Artifact { digest: digest(n), size: 1000 + u64::from(n), manifest_key: format!("manifests/{n}") }
+    Artifact { digest: digest(n), size: 1000 + u64::from(n), manifest_key: format!("manifests/{n}"), deploy: Default::default() }
 }
 
 fn ms(t: u64) -> UnixMillis {
@@ -770,7 +770,7 @@ fn set_desired_version_refuses_an_unknown_build() {
 }
 
 fn counts(total: u64, fetching: u64, verified: u64, active: u64, failed: u64) -> RolloutCounts {
-    RolloutCounts { total, fetching, verified, active, failed }
+    RolloutCounts { total, fetching, verified, active, failed, ..RolloutCounts::default() }
 }
 
 fn report(generation: u64, c: RolloutCounts) -> Command {
@@ -780,6 +780,7 @@ fn report(generation: u64, c: RolloutCounts) -> Command {
         region: region("eu-west"),
         cluster: cluster("c1"),
         counts: c,
+        failures: Default::default(),
     }
 }
 
@@ -829,6 +830,35 @@ fn report_rollout_with_counts_exceeding_the_total_is_refused() {
             matches!(err, CommandError::InvalidCounts(_))
         });
     }
+}
+
+#[test]
+fn report_rollout_keeps_the_failed_hosts_and_refuses_more_than_failed() {
+    use cascade_core::deploy::{HostFailure, MAX_REPORTED_FAILURES};
+    use cascade_core::HostFailures;
+    let mut state = deployed_twice();
+    let failure = |i: usize| HostFailure { host: format!("h{i}"), reason: "activate exited 2: boom".into() };
+    let with = |failures: HostFailures, c: RolloutCounts| match report(2, c) {
+        Command::ReportRollout { service, generation, region, cluster, counts, .. } => {
+            Command::ReportRollout { service, generation, region, cluster, counts, failures }
+        }
+        other => other,
+    };
+    let two = HostFailures::bounded(vec![failure(1), failure(0)]);
+    let result = state.apply(&request(1_000, "mgr", with(two.clone(), counts(10, 0, 0, 8, 2))));
+    assert_eq!(result, Ok(CommandOutput::RolloutRecorded));
+    let rollout = &state.rollouts[&(service("api"), 2)][&(region("eu-west"), cluster("c1"))];
+    assert_eq!(rollout.failures, two);
+    assert_eq!(rollout.failures.hosts[0].host, "h0", "listed by host name");
+    // More failures listed than hosts counted failed, or a list past the bound: refused, nothing changes.
+    assert_refused_unchanged(&mut state, request(2_000, "mgr", with(two, counts(10, 0, 0, 9, 1))), |err| {
+        matches!(err, CommandError::InvalidCounts(_))
+    });
+    let too_many =
+        HostFailures { hosts: (0..MAX_REPORTED_FAILURES + 1).map(failure).collect(), more: 0 };
+    assert_refused_unchanged(&mut state, request(2_000, "mgr", with(too_many, counts(100, 0, 0, 0, 100))), |err| {
+        matches!(err, CommandError::InvalidCounts(_))
+    });
 }
 
 // ---------------------------------------------------------------------------------------------------------
