@@ -4,6 +4,7 @@
 //! every region is seeded from the run's seed, so a run is reproducible whatever the thread count.
 
 mod region;
+mod services;
 mod timeline;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 pub use region::{chunk_len, run_region, RegionOutcome};
+pub use services::{draw_services, run_mix, Mix, MixOutcome, PerHost, Placement, Service, ServiceOutcome};
 
 /// The fleet, its links and its failures. [`Params::fleet`] holds the defaults of the issue.
 #[derive(Clone, Debug)]
