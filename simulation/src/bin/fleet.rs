@@ -354,16 +354,18 @@ fn print_bytes(p: &Params, services: &[Service], targeted: &MixOutcome, everythi
         "targeted / everything: delivered bytes {:.3}",
         total(targeted, |s| s.delivered_bytes) / total(everything, |s| s.delivered_bytes).max(1.0)
     );
-    // Not modelled: all deploys at once, sharing the links. Whatever the schedule, the busiest host then
-    // needs its bytes over its own download link.
-    let link_s = |o: &MixOutcome, gbps: f64| PerHost::of(&o.received_bytes).max as f64 * 8.0 / (gbps * 1e9);
+    // Not modelled: all deploys at once, sharing the links. Whatever the schedule, a host then needs its
+    // bytes over its own download link, so that bounds the simultaneous rollout below.
+    let link_s = |bytes: f64| bytes * 8.0 / (p.host_gbps * 1e9);
+    let (t, e) = (PerHost::of(&targeted.received_bytes), PerHost::of(&everything.received_bytes));
     println!(
-        "if all deployed at once (not modelled), the busiest host's bytes / its link bound the rollout below: \
-         targeted {:.0} s, everything {:.0} s ({:.0} s / {:.0} s on a slow link)",
-        link_s(targeted, p.host_gbps),
-        link_s(everything, p.host_gbps),
-        link_s(targeted, p.host_gbps * p.slow_factor),
-        link_s(everything, p.host_gbps * p.slow_factor)
+        "if all deployed at once (not modelled), a host's bytes / its link bound it below: median host targeted \
+         {:.0} s, everything {:.0} s; busiest host {:.0} s, {:.0} s ({:.0} × that on a slow link)",
+        link_s(t.p50 as f64),
+        link_s(e.p50 as f64),
+        link_s(t.max as f64),
+        link_s(e.max as f64),
+        1.0 / p.slow_factor
     );
 }
 
