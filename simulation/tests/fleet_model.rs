@@ -1,6 +1,7 @@
-//! The fleet model at small sizes: it converges, it is reproducible, and it lands near the bound.
+//! The fleet model at small sizes: it converges, it is reproducible, it lands near the bound, and the
+//! service mix sends each host only what it runs.
 
-use cascade_simulation::fleet::{self, Params};
+use cascade_simulation::fleet::{self, Mix, Params, Placement};
 
 fn small_fleet() -> Params {
     Params {
@@ -63,4 +64,84 @@ fn held_chunks_shorten_the_rollout() {
     let warm = fleet::run(&Params { held_fraction: 0.9, ..base });
     assert!(warm.total(|r| r.peer_bytes + r.seed_bytes) < fresh.total(|r| r.peer_bytes + r.seed_bytes) / 5);
     assert!(warm.p100_s < fresh.p100_s);
+}
+
+fn small_mix() -> (Params, Mix) {
+    let p = small_fleet();
+    let mix = Mix { services: 6, min_bytes: 4 << 20, max_bytes: 24 << 20, min_fraction: 0.1, max_fraction: 0.6 };
+    (p, mix)
+}
+
+#[test]
+fn service_mix_targets_only_the_hosts_that_run_each_service() {
+    let (p, mix) = small_mix();
+    let services = fleet::draw_services(&p, &mix);
+    assert_eq!(services.len(), mix.services as usize);
+    for (i, s) in services.iter().enumerate() {
+        assert!((mix.min_bytes..=mix.max_bytes).contains(&s.size_bytes), "service {i}: size {}", s.size_bytes);
+        assert!((mix.min_fraction..=mix.max_fraction).contains(&s.fraction), "service {i}: {}", s.fraction);
+        for (r, hosts) in s.hosts.iter().enumerate() {
+            // Each region gets round(fraction × its hosts): within the range up to rounding.
+            let n = f64::from(p.hosts_in(r as u32));
+            let share = hosts.len() as f64 / n;
+            let slack = 0.5 / n + 1e-9;
+            assert!(
+                share >= mix.min_fraction - slack && share <= mix.max_fraction + slack,
+                "service {i} region {r}: {share}"
+            );
+            assert!(hosts.windows(2).all(|w| w[0] < w[1]), "distinct hosts");
+        }
+    }
+    let targeted = fleet::run_mix(&p, &services, Placement::Targeted);
+    let everything = fleet::run_mix(&p, &services, Placement::Everything);
+    // What each host should receive: the sizes of the services it runs, and nothing of the others.
+    let mut expected = vec![0u64; p.hosts as usize];
+    let mut runs = vec![0u64; p.hosts as usize];
+    for s in &services {
+        for &h in s.hosts.iter().flatten() {
+            expected[h as usize] += s.size_bytes;
+            runs[h as usize] += 1;
+        }
+    }
+    let all: u64 = services.iter().map(|s| s.size_bytes).sum();
+    // A corrupt chunk is received and fetched again: allow a few re-fetched chunks per rollout.
+    let refetch = |n: u64| n * 4 * p.chunk_bytes;
+    for h in 0..p.hosts as usize {
+        let got = targeted.received_bytes[h];
+        if runs[h] == 0 {
+            assert_eq!(got, 0, "host {h} runs no service and receives nothing");
+            continue;
+        }
+        assert!(got <= expected[h] + refetch(runs[h]), "host {h}: {got} > its services' {}", expected[h]);
+        if !targeted.died_once[h] {
+            assert!(got >= expected[h], "surviving host {h}: {got} < its services' {}", expected[h]);
+        }
+        let all_got = everything.received_bytes[h];
+        assert!(all_got <= all + refetch(mix.services.into()), "host {h}: {all_got} > every artifact's {all}");
+        if !everything.died_once[h] {
+            assert!(all_got >= all, "host {h} receives every artifact today: {all_got} < {all}");
+        }
+    }
+    let delivered = |o: &fleet::MixOutcome| o.services.iter().map(|s| s.delivered_bytes).sum::<u64>();
+    assert!(delivered(&targeted) < delivered(&everything), "targeting moves fewer bytes");
+    assert!(targeted.received_bytes.iter().sum::<u64>() >= delivered(&targeted), "hosts received what was delivered");
+    for (s, o) in services.iter().zip(&targeted.services) {
+        assert_eq!(o.hosts, s.targeted(), "a service's swarm is its hosts");
+        assert_eq!(o.store_bytes, s.size_bytes * u64::from(p.regions), "each region's store read once");
+        assert!(o.p50_s <= o.p100_s);
+    }
+}
+
+#[test]
+fn a_seed_reproduces_the_service_mix_whatever_the_thread_count() {
+    let (p, mix) = small_mix();
+    let services = fleet::draw_services(&p, &mix);
+    let a = fleet::run_mix(&p, &services, Placement::Targeted);
+    let one = Params { threads: 1, ..p.clone() };
+    let b = fleet::run_mix(&one, &fleet::draw_services(&one, &mix), Placement::Targeted);
+    assert_eq!(a.received_bytes, b.received_bytes);
+    assert_eq!(
+        a.services.iter().map(|s| s.p100_s).collect::<Vec<_>>(),
+        b.services.iter().map(|s| s.p100_s).collect::<Vec<_>>()
+    );
 }

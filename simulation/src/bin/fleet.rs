@@ -1,8 +1,10 @@
 //! `cargo run --release -p cascade-simulation --bin fleet -- [flags]`: the fleet-scale fan-out model.
 //! Prints the fleet run (10 regions × 10,000 hosts by default) and the loopback-size runs (N = 8, 16, 32
-//! hosts, 64 MiB at 100 Mbit/s) with their ratio to the bound `S/B + log2(N)·p/B`.
+//! hosts, 64 MiB at 100 Mbit/s) with their ratio to the bound `S/B + log2(N)·p/B`. With `--services N` it
+//! prints the service mix instead: N services, each deployed only to its hosts, against every host
+//! receiving every service's artifact.
 
-use cascade_simulation::fleet::{self, Params};
+use cascade_simulation::fleet::{self, Mix, MixOutcome, Params, PerHost, Placement, Service};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -80,6 +82,21 @@ struct Args {
     /// Skip the loopback-size runs.
     #[arg(long)]
     no_small: bool,
+    /// Run the service mix of this many services instead of the fleet and loopback runs (0: off).
+    #[arg(long, default_value_t = 0)]
+    services: u32,
+    /// Service mix: smallest artifact, GB.
+    #[arg(long, default_value_t = 1.0)]
+    service_min_gb: f64,
+    /// Service mix: largest artifact, GB.
+    #[arg(long, default_value_t = 10.0)]
+    service_max_gb: f64,
+    /// Service mix: smallest share of the hosts a service runs on.
+    #[arg(long, default_value_t = 0.05)]
+    placement_min: f64,
+    /// Service mix: largest share of the hosts a service runs on.
+    #[arg(long, default_value_t = 0.5)]
+    placement_max: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,10 +126,28 @@ fn main() -> anyhow::Result<()> {
         seed: a.seed,
         threads: a.threads,
     };
-    if !a.no_fleet {
+    if a.services > 0 {
+        anyhow::ensure!(
+            a.service_min_gb > 0.0 && a.service_min_gb <= a.service_max_gb,
+            "service sizes: need 0 < --service-min-gb <= --service-max-gb"
+        );
+        anyhow::ensure!(
+            a.placement_min > 0.0 && a.placement_min <= a.placement_max && a.placement_max <= 1.0,
+            "placement: need 0 < --placement-min <= --placement-max <= 1"
+        );
+        let mix = Mix {
+            services: a.services,
+            min_bytes: (a.service_min_gb * 1e9) as u64,
+            max_bytes: (a.service_max_gb * 1e9) as u64,
+            min_fraction: a.placement_min,
+            max_fraction: a.placement_max,
+        };
+        anyhow::ensure!(mix.min_bytes > 0, "--service-min-gb is below one byte");
+        print_services(&p, &mix);
+    } else if !a.no_fleet {
         print_fleet(&p);
     }
-    if !a.no_small {
+    if a.services == 0 && !a.no_small {
         let chunks: Vec<u64> = a.small_chunk_mib.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
         print_small(&p, &chunks);
     }
@@ -219,6 +254,119 @@ fn print_small(base: &Params, chunk_mibs: &[u64]) {
             );
         }
     }
+}
+
+fn print_services(p: &Params, mix: &Mix) {
+    println!(
+        "service mix: {} services of {:.1}–{:.1} GB, each on {:.0}–{:.0} % of {} hosts in {} regions, seed {}",
+        mix.services,
+        mix.min_bytes as f64 / 1e9,
+        mix.max_bytes as f64 / 1e9,
+        mix.min_fraction * 100.0,
+        mix.max_fraction * 100.0,
+        p.hosts,
+        p.regions,
+        p.seed
+    );
+    println!(
+        "       rollouts one after the other (each service alone on the links); per rollout {:.0} % die, {:.0} % slow \
+         at {:.0} % speed; hosts {} Gbit/s, {} MiB chunks; times from each service's build",
+        p.dead_fraction * 100.0,
+        p.slow_fraction * 100.0,
+        p.slow_factor * 100.0,
+        p.host_gbps,
+        p.chunk_bytes >> 20
+    );
+    let services = fleet::draw_services(p, mix);
+    let targeted = fleet::run_mix(p, &services, Placement::Targeted);
+    let everything = fleet::run_mix(p, &services, Placement::Everything);
+    println!(
+        "{:>3} {:>8} {:>7} {:>8} {:>12} {:>12} {:>12} {:>12}",
+        "svc", "size GB", "placed", "hosts", "p50 tgt s", "100% tgt s", "p50 all s", "100% all s"
+    );
+    for (i, s) in services.iter().enumerate() {
+        let (t, e) = (&targeted.services[i], &everything.services[i]);
+        println!(
+            "{:>3} {:>8.2} {:>6.1}% {:>8} {:>12.1} {:>12.1} {:>12.1} {:>12.1}",
+            i + 1,
+            s.size_bytes as f64 / 1e9,
+            s.fraction * 100.0,
+            s.targeted(),
+            t.p50_s,
+            t.p100_s,
+            e.p50_s,
+            e.p100_s
+        );
+    }
+    let back_to_back = |o: &MixOutcome| o.services.iter().map(|s| s.p100_s).sum::<f64>();
+    println!(
+        "all {} deploys back to back (Σ 100 %): targeted {:.0} s, everything {:.0} s",
+        mix.services,
+        back_to_back(&targeted),
+        back_to_back(&everything)
+    );
+    print_bytes(p, &services, &targeted, &everything);
+}
+
+fn print_bytes(p: &Params, services: &[Service], targeted: &MixOutcome, everything: &MixOutcome) {
+    let gb = |b: f64| b / 1e9;
+    let line = |name: &str, o: &MixOutcome| {
+        let h = PerHost::of(&o.received_bytes);
+        println!(
+            "  {name:<11} mean {:>7.1} GB, p50 {:>7.1} GB, max {:>7.1} GB",
+            gb(h.mean),
+            gb(h.p50 as f64),
+            gb(h.max as f64)
+        );
+    };
+    println!("bytes received per host (verified, plus corrupt chunks fetched again):");
+    line("targeted", targeted);
+    line("everything", everything);
+    let running =
+        services.iter().flat_map(|s| s.hosts.iter().flatten()).fold(vec![0u32; p.hosts as usize], |mut n, &h| {
+            n[h as usize] += 1;
+            n
+        });
+    let per_host = PerHost::of(&running.iter().map(|&n| u64::from(n)).collect::<Vec<_>>());
+    println!(
+        "services per host: mean {:.2}, p50 {}, max {}; hosts running none {}",
+        per_host.mean,
+        per_host.p50,
+        per_host.max,
+        running.iter().filter(|&&n| n == 0).count()
+    );
+    let total = |o: &MixOutcome, f: fn(&fleet::ServiceOutcome) -> u64| o.services.iter().map(f).sum::<u64>() as f64;
+    let copies: f64 = services.iter().map(|s| (s.size_bytes * u64::from(p.regions)) as f64).sum();
+    for (name, o) in [("targeted", targeted), ("everything", everything)] {
+        println!(
+            "fleet total {name:<10}: delivered to hosts {:>9.1} TB, lost to deaths/corruption {:>6.2} TB, store reads {:.2} TB, \
+             replication {:.2} TB; {} died in some rollout; model {} M events, {:.1} s wall",
+            gb(total(o, |s| s.delivered_bytes)) / 1e3,
+            gb(total(o, |s| s.wasted_bytes)) / 1e3,
+            gb(total(o, |s| s.store_bytes)) / 1e3,
+            gb(copies) / 1e3,
+            o.died_once.iter().filter(|&&d| d).count(),
+            total(o, |s| s.events) as u64 / 1_000_000,
+            o.wall_s
+        );
+    }
+    println!(
+        "targeted / everything: delivered bytes {:.3}",
+        total(targeted, |s| s.delivered_bytes) / total(everything, |s| s.delivered_bytes).max(1.0)
+    );
+    // Not modelled: all deploys at once, sharing the links. Whatever the schedule, a host then needs its
+    // bytes over its own download link, so that bounds the simultaneous rollout below.
+    let link_s = |bytes: f64| bytes * 8.0 / (p.host_gbps * 1e9);
+    let (t, e) = (PerHost::of(&targeted.received_bytes), PerHost::of(&everything.received_bytes));
+    println!(
+        "if all deployed at once (not modelled), a host's bytes / its link bound it below: median host targeted \
+         {:.0} s, everything {:.0} s; busiest host {:.0} s, {:.0} s ({:.0} × that on a slow link)",
+        link_s(t.p50 as f64),
+        link_s(e.p50 as f64),
+        link_s(t.max as f64),
+        link_s(e.max as f64),
+        1.0 / p.slow_factor
+    );
 }
 
 /// The `q` quantile of nanosecond samples, in seconds.

@@ -4,6 +4,7 @@
 //! every region is seeded from the run's seed, so a run is reproducible whatever the thread count.
 
 mod region;
+mod services;
 mod timeline;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 pub use region::{chunk_len, run_region, RegionOutcome};
+pub use services::{draw_services, run_mix, Mix, MixOutcome, PerHost, Placement, Service, ServiceOutcome};
 
 /// The fleet, its links and its failures. [`Params::fleet`] holds the defaults of the issue.
 #[derive(Clone, Debug)]
@@ -177,23 +179,8 @@ impl FleetOutcome {
 pub fn run(p: &Params) -> FleetOutcome {
     assert!(p.regions > 0 && p.hosts >= p.regions, "at least one host per region");
     let started = Instant::now();
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<RegionOutcome>>> = Mutex::new(vec![None; p.regions as usize]);
-    std::thread::scope(|scope| {
-        for _ in 0..p.threads.max(1) {
-            scope.spawn(|| loop {
-                let r = next.fetch_add(1, Ordering::Relaxed);
-                if r >= p.regions as usize {
-                    break;
-                }
-                let seed = p.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (r as u64 + 1);
-                let outcome = run_region(p, p.hosts_in(r as u32), seed);
-                results.lock().expect("no worker panicked")[r] = Some(outcome);
-            });
-        }
-    });
-    let regions: Vec<RegionOutcome> =
-        results.into_inner().expect("no worker panicked").into_iter().map(|r| r.expect("region ran")).collect();
+    let regions =
+        parallel(p.regions as usize, p.threads, |r| run_region(p, p.hosts_in(r as u32), region_seed(p.seed, r)));
     let replication_s = p.replication_s();
     let mut all: Vec<u64> = regions.iter().flat_map(|r| r.active_ns.iter().copied()).collect();
     all.sort_unstable();
@@ -212,6 +199,32 @@ pub fn run(p: &Params) -> FleetOutcome {
         regions,
         wall_s: started.elapsed().as_secs_f64(),
     }
+}
+
+/// The seed of region `r` in a run seeded `seed`: fixed per region, so results do not depend on which
+/// thread ran which region.
+pub fn region_seed(seed: u64, r: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (r as u64 + 1)
+}
+
+/// Runs `f(0) .. f(jobs - 1)` on `threads` threads, each taking the next job when it is free, and returns
+/// the results in job order. Jobs that own their seed make the result independent of the thread count.
+pub fn parallel<T: Send>(jobs: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<T>>> = Mutex::new((0..jobs).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let j = next.fetch_add(1, Ordering::Relaxed);
+                if j >= jobs {
+                    break;
+                }
+                let out = f(j);
+                results.lock().expect("no worker panicked")[j] = Some(out);
+            });
+        }
+    });
+    results.into_inner().expect("no worker panicked").into_iter().map(|r| r.expect("job ran")).collect()
 }
 
 /// Peak resident memory of this process in MiB (`VmHWM` of /proc/self/status), if readable.

@@ -37,6 +37,12 @@ pub struct RegionOutcome {
     pub events: u64,
     /// Bad-chunk reports the scheduler raised.
     pub bad_reports: u64,
+    /// Per host (index `h - 1`): bytes it received whole, verified or corrupt (a corrupt chunk is fetched
+    /// again, so it counts twice). Transfers cut by a death are left out: how much of them arrived is not
+    /// modelled. The service mix sums these into each host's share of the fleet's traffic.
+    pub received_bytes: Vec<u64>,
+    /// The hosts (1-based ids) that die during the rollout, in id order.
+    pub died_hosts: Vec<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -80,7 +86,7 @@ pub fn run_region(p: &Params, hosts: u32, seed: u64) -> RegionOutcome {
     let host_bps = p.host_gbps * 1e9;
     let mut links = vec![HostLink { up_bps: p.seed_gbps * 1e9, down_bps: p.seed_gbps * 1e9, ..HostLink::default() }];
     let mut events: Timeline<Event> = Timeline::new();
-    let mut out = RegionOutcome { hosts, ..RegionOutcome::default() };
+    let mut out = RegionOutcome { hosts, received_bytes: vec![0; hosts as usize], ..RegionOutcome::default() };
     // Deaths fall uniformly inside the first S/B: mid-transfer for a host that would otherwise finish.
     let transfer_window = (p.size_bytes as f64 * 8.0 / host_bps * NS) as u64;
     let mut survivors = 0u32;
@@ -94,6 +100,7 @@ pub fn run_region(p: &Params, hosts: u32, seed: u64) -> RegionOutcome {
         sched.host_joined(HostId(h), &held).expect("fresh host joins");
         if dies {
             out.died += 1;
+            out.died_hosts.push(h);
             events.at(1 + (rng.unit() * transfer_window as f64) as u64, Event::Die(h));
         } else {
             survivors += 1;
@@ -138,10 +145,12 @@ pub fn run_region(p: &Params, hosts: u32, seed: u64) -> RegionOutcome {
                     out.wasted_bytes += len;
                 } else if links[from as usize].bad {
                     out.wasted_bytes += len;
+                    out.received_bytes[to as usize - 1] += len;
                     out.bad_reports += 1;
                     sched.transfer_failed(t.from, t.to, t.chunk, FailReason::BadChunk).expect("in flight");
                 } else {
                     sched.chunk_verified(t.to, t.chunk).expect("in flight");
+                    out.received_bytes[to as usize - 1] += len;
                     if from == 0 {
                         out.seed_bytes += len;
                     } else {
