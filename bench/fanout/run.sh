@@ -178,6 +178,7 @@ name = "h$i"
 listen = "$(host_ip "$i"):$(host_port "$i")"
 manager = "$manager_addr"
 data_dir = "$WORK/hosts/h$i"
+services = ["app"]
 
 $(tls "h$i")
 EOF

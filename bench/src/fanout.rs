@@ -155,6 +155,7 @@ async fn prepare(server: &str, dir: &Path, size_mib: u64, chunk_kib: u64) -> any
         digest: manifest.digest.clone(),
         size: manifest.total_size,
         manifest_key: Manifest::key(&manifest.digest),
+        deploy: Default::default(),
     };
     worker.succeed(claim.lease, artifact).await?;
     let region = Region::parse(REGION)?;

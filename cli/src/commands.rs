@@ -174,14 +174,23 @@ pub async fn service_status(
         };
         let t = crate::follow::totals(s);
         let mut out = format!(
-            "{service}: generation {} = build {} ({}), {:?}, set by {}\n  hosts: {}/{} active, {} failed",
+            "{service}: generation {} = build {} ({}), {:?}, set by {}\n  hosts: {}/{} healthy, {} failed",
             d.generation, d.build, d.artifact.digest, d.control, d.set_by, t.active, t.total, t.failed
         );
+        let mut failures = Vec::new();
         for (region, replication) in &s.replication {
             let counts = s.rollout.get(region).map(|clusters| {
                 clusters
                     .iter()
-                    .map(|(c, r)| format!("{c}: {}/{} active", r.counts.active, r.counts.total))
+                    .map(|(c, r)| {
+                        for f in &r.failures.hosts {
+                            failures.push(format!("  {region}/{c} {}: {}", f.host, f.reason.replace('\n', "\n      ")));
+                        }
+                        if r.failures.more > 0 {
+                            failures.push(format!("  {region}/{c}: and {} more failed hosts", r.failures.more));
+                        }
+                        cluster_line(c.as_str(), &r.counts)
+                    })
                     .collect::<Vec<_>>()
             });
             out.push_str(&format!(
@@ -190,9 +199,32 @@ pub async fn service_status(
                 counts.map_or("no report yet".into(), |c| c.join(", "))
             ));
         }
+        if !failures.is_empty() {
+            out.push_str("\nfailed hosts (back on their previous release):\n");
+            out.push_str(&failures.join("\n"));
+        }
         out
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One cluster's counts in words; says so when the placement matches none of its hosts.
+fn cluster_line(cluster: &str, c: &cascade_core::state::RolloutCounts) -> String {
+    if c.total == 0 && c.cluster_hosts > 0 {
+        return format!("{cluster}: placement matches none of its {} hosts", c.cluster_hosts);
+    }
+    if c.total == 0 {
+        return format!("{cluster}: no host runs this service");
+    }
+    let mut line = format!("{cluster}: {}/{} healthy", c.active, c.total);
+    for (n, what) in
+        [(c.fetching, "fetching"), (c.verified, "verified"), (c.activating, "activating"), (c.failed, "failed")]
+    {
+        if n > 0 {
+            line.push_str(&format!(", {n} {what}"));
+        }
+    }
+    line
 }
 
 /// `cascade cluster …`

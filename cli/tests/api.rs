@@ -42,7 +42,12 @@ async fn requeued_workers_lease_is_refused() {
         worker.claim(&WorkerId::parse("w-new").unwrap(), Duration::from_secs(5)).await.expect("claim").expect("a job");
     assert_eq!(second.lease, Lease { job: job.id, attempt: 2 });
 
-    let artifact = Artifact { digest: Digest::parse("ab".repeat(32)).unwrap(), size: 1, manifest_key: "m".into() };
+    let artifact = Artifact {
+        digest: Digest::parse("ab".repeat(32)).unwrap(),
+        size: 1,
+        manifest_key: "m".into(),
+        deploy: Default::default(),
+    };
     let stale_hb = worker.heartbeat(first.lease).await.expect_err("stale heartbeat must fail");
     assert_eq!(stale_hb.status(), Some(reqwest::StatusCode::CONFLICT), "{stale_hb}");
     assert!(stale_hb.to_string().contains("stale"), "{stale_hb}");
@@ -186,7 +191,12 @@ async fn desired_long_poll_wakes_on_a_deploy_not_on_other_writes() {
     let worker = node.client(WORKER);
     let job = builder.submit_build(&submit_request(11)).await.expect("submit");
     let claimed = worker.claim(&WorkerId::parse("w").unwrap(), Duration::from_secs(5)).await.unwrap().expect("job");
-    let artifact = Artifact { digest: Digest::parse("cd".repeat(32)).unwrap(), size: 9, manifest_key: "m".into() };
+    let artifact = Artifact {
+        digest: Digest::parse("cd".repeat(32)).unwrap(),
+        size: 9,
+        manifest_key: "m".into(),
+        deploy: Default::default(),
+    };
     worker.succeed(claimed.lease, artifact.clone()).await.expect("succeed");
 
     let viewer = std::sync::Arc::new(node.client(VIEWER));

@@ -74,6 +74,7 @@ async fn a_backup_restores_into_a_new_node_and_a_corrupt_one_is_refused() {
         digest: Digest::parse(format!("{:064x}", 7)).expect("digest"),
         size: 1234,
         manifest_key: "manifests/x.json".into(),
+        deploy: Default::default(),
     };
     worker.succeed(claimed.lease, artifact).await.expect("succeed");
     builder.cancel_build(JobId(1)).await.expect("cancel");

@@ -17,7 +17,12 @@ const WORKERS: usize = 8;
 
 fn artifact_for(job: JobId) -> Artifact {
     let digest = Digest::parse(format!("{:064x}", job.0 + 1)).expect("digest");
-    Artifact { digest, size: 1000 + job.0, manifest_key: format!("artifacts/{}/manifest", job.0) }
+    Artifact {
+        digest,
+        size: 1000 + job.0,
+        manifest_key: format!("artifacts/{}/manifest", job.0),
+        deploy: Default::default(),
+    }
 }
 
 /// A worker loop: claim, heartbeat, succeed; records every success the cluster acknowledged.

@@ -150,6 +150,7 @@ async fn standby_manager_takes_over_after_the_active_one_dies() {
         region: Region::parse("us").unwrap(),
         cluster: ClusterName::parse("c1").unwrap(),
         counts: RolloutCounts { total: 3, fetching: 3, ..RolloutCounts::default() },
+        failures: Default::default(),
         holder: Some("ha-a".into()),
     };
     let err = Client::new(&servers, WORKER).unwrap().report_rollout(&stale).await.expect_err("stale report refused");

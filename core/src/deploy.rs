@@ -183,7 +183,10 @@ impl HealthSection {
         };
         let interval_ms = self.interval_ms.unwrap_or(DEFAULT_HEALTH_INTERVAL_MS);
         if !(10..=60_000).contains(&interval_ms) {
-            return Err(InvalidValue::new("deploy.health.interval_ms", format!("must be 10 to 60000; got {interval_ms}")));
+            return Err(InvalidValue::new(
+                "deploy.health.interval_ms",
+                format!("must be 10 to 60000; got {interval_ms}"),
+            ));
         }
         let successes = self.successes.unwrap_or(DEFAULT_HEALTH_SUCCESSES);
         if successes == 0 || successes > MAX_HEALTH_SUCCESSES {
@@ -424,7 +427,10 @@ fn validate_http_template(url: &str) -> Result<(), InvalidValue> {
 
 fn validate_command(field: &str, command: String) -> Result<String, InvalidValue> {
     if command.trim().is_empty() || command.len() > MAX_COMMAND_BYTES || command.contains('\0') {
-        return Err(InvalidValue::new(field, format!("must be a non-empty shell command of at most {MAX_COMMAND_BYTES} bytes")));
+        return Err(InvalidValue::new(
+            field,
+            format!("must be a non-empty shell command of at most {MAX_COMMAND_BYTES} bytes"),
+        ));
     }
     Ok(command)
 }
@@ -471,7 +477,8 @@ fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(),
             && k.len() <= MAX_LABEL_BYTES
             && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c))
     };
-    let value_ok = |v: &str| v.len() <= MAX_LABEL_BYTES && v.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    let value_ok =
+        |v: &str| v.len() <= MAX_LABEL_BYTES && v.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
     for (key, value) in labels {
         if !key_ok(key) {
             return Err(InvalidValue::new(
@@ -516,7 +523,10 @@ mod tests {
             "deploy.activate_timeout_secs"
         );
         let health = |h: HealthSection| DeploySection { health: Some(h), ..Default::default() };
-        assert_eq!(err(health(HealthSection { http: Some("ftp://x/".into()), ..Default::default() })), "deploy.health.http");
+        assert_eq!(
+            err(health(HealthSection { http: Some("ftp://x/".into()), ..Default::default() })),
+            "deploy.health.http"
+        );
         assert_eq!(
             err(health(HealthSection { http: Some("http://127.0.0.1:${PORT/".into()), ..Default::default() })),
             "deploy.health.http"

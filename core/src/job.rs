@@ -43,8 +43,9 @@ pub struct Artifact {
     /// Object-store key of the chunk manifest.
     pub manifest_key: String,
     /// How hosts install, start and check it: the build's `[deploy]` section, validated by the worker.
+    /// Boxed: it is most of an artifact's size, and commands carry artifacts.
     #[serde(default)]
-    pub deploy: crate::deploy::DeploySpec,
+    pub deploy: Box<crate::deploy::DeploySpec>,
 }
 
 /// Longest object-store key of an artifact's manifest.

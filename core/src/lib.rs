@@ -17,10 +17,10 @@ pub mod state;
 pub use command::{
     ClaimedJob, Command, CommandError, CommandOutput, CommandResult, HeartbeatAck, Request, StaleReport,
 };
+pub use deploy::{DeploySpec, HostDeclaration, HostFailure, HostFailures};
 pub use ids::{
     ClusterName, CommitSha, Digest, InvalidValue, JobId, Principal, Region, RepoUrl, ServiceName, UnixMillis, WorkerId,
 };
-pub use deploy::{DeploySpec, HostDeclaration, HostFailure, HostFailures};
 pub use job::{Artifact, Job, JobStatus, Lease};
 pub use manifest::{Manifest, ManifestBuilder, ManifestError};
 pub use state::State;

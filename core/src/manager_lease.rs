@@ -245,8 +245,12 @@ mod tests {
         else {
             panic!("claim");
         };
-        let artifact =
-            Artifact { digest: Digest::parse("cd".repeat(32)).unwrap(), size: 1, manifest_key: "manifests/x".into(), deploy: Default::default() };
+        let artifact = Artifact {
+            digest: Digest::parse("cd".repeat(32)).unwrap(),
+            size: 1,
+            manifest_key: "manifests/x".into(),
+            deploy: Default::default(),
+        };
         state.apply(&at(3, Command::Succeed { lease: claimed.lease, artifact })).unwrap();
         state.apply(&at(4, Command::SetDesiredVersion { service, build: claimed.job.id })).unwrap();
         state
@@ -257,18 +261,18 @@ mod tests {
         let (region, cluster) = (Region::parse("us").unwrap(), ClusterName::parse("c1").unwrap());
         let counts = RolloutCounts { total: 3, active, ..RolloutCounts::default() };
         match holder {
-            Some(holder) => {
-                Command::ReportRolloutHeld {
-                    holder: holder.into(),
-                    service,
-                    generation,
-                    region,
-                    cluster,
-                    counts,
-                    failures: Default::default(),
-                }
+            Some(holder) => Command::ReportRolloutHeld {
+                holder: holder.into(),
+                service,
+                generation,
+                region,
+                cluster,
+                counts,
+                failures: Default::default(),
+            },
+            None => {
+                Command::ReportRollout { service, generation, region, cluster, counts, failures: Default::default() }
             }
-            None => Command::ReportRollout { service, generation, region, cluster, counts, failures: Default::default() },
         }
     }
 

@@ -40,7 +40,12 @@ fn digest(n: u8) -> Digest {
 }
 
 fn artifact(n: u8) -> Artifact {
-    Artifact { digest: digest(n), size: 1000 + u64::from(n), manifest_key: format!("manifests/{n}"), deploy: Default::default() }
+    Artifact {
+        digest: digest(n),
+        size: 1000 + u64::from(n),
+        manifest_key: format!("manifests/{n}"),
+        deploy: Default::default(),
+    }
 }
 
 fn ms(t: u64) -> UnixMillis {
@@ -854,8 +859,7 @@ fn report_rollout_keeps_the_failed_hosts_and_refuses_more_than_failed() {
     assert_refused_unchanged(&mut state, request(2_000, "mgr", with(two, counts(10, 0, 0, 9, 1))), |err| {
         matches!(err, CommandError::InvalidCounts(_))
     });
-    let too_many =
-        HostFailures { hosts: (0..MAX_REPORTED_FAILURES + 1).map(failure).collect(), more: 0 };
+    let too_many = HostFailures { hosts: (0..MAX_REPORTED_FAILURES + 1).map(failure).collect(), more: 0 };
     assert_refused_unchanged(&mut state, request(2_000, "mgr", with(too_many, counts(100, 0, 0, 0, 100))), |err| {
         matches!(err, CommandError::InvalidCounts(_))
     });

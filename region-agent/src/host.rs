@@ -1,10 +1,15 @@
-//! The host agent: registers with its manager, fetches the chunks the manager assigns from the peers it
-//! names, verifies each before keeping or serving it, and activates a release when told to.
+//! The host agent: registers with its manager, saying which services it runs and its labels, fetches the
+//! chunks the manager assigns from the peers it names, verifies each before keeping or serving it, and
+//! activates a release when told to: install, `activate`, health probe, or back to the previous release
+//! ([`activation`]).
 //!
 //! [`run`] is production's (QUIC, blocking work on tokio's pool); [`run_with`] takes the network and the
 //! blocking hook as a [`HostRuntime`], which is how the simulation runs this same code.
 
+mod activation;
 mod chunks;
+
+pub use activation::{ServiceState, ServiceStatus};
 
 use crate::blocking::Blocking;
 use crate::metrics::HostMetrics;
@@ -12,9 +17,9 @@ use crate::protocol::{read_frame, write_frame, DownloadId, FetchFailure, HostMes
 use crate::releases::Releases;
 use crate::tls::TlsFiles;
 use crate::transport::{QuicTransport, Transport};
-use cascade_core::{Digest, ServiceName};
+use cascade_core::{Digest, HostDeclaration, ServiceName};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -44,13 +49,17 @@ pub struct HostConfig {
     /// Releases kept for rollbacks and chunk reuse.
     #[serde(default = "default_keep")]
     pub keep_releases: usize,
-    /// Command run after the switch (`sh -c`, with `CASCADE_RELEASE`, `CASCADE_SERVICE`); its failure is
-    /// reported and the previous release is switched back.
+    /// The services this host runs. A deploy of any other service never reaches it: it is not sent the
+    /// release, downloads no byte of it and does not count in its totals. Required (may be empty).
+    pub services: BTreeSet<ServiceName>,
+    /// Free-form labels a service's placement selects on, e.g. `{ rack = "r12", pool = "frontend" }`; each is
+    /// also in the services' environment as `CASCADE_LABEL_<KEY>`.
     #[serde(default)]
-    pub activation_hook: Option<String>,
-    /// Timeout of the hook, seconds.
-    #[serde(default = "default_hook_timeout")]
-    pub hook_timeout_secs: u64,
+    pub labels: BTreeMap<String, String>,
+    /// Extra environment of every service's `activate`, `stop` and health probe on this host (and the
+    /// variables a health URL may name), e.g. `{ PORT = "9101" }`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
     /// A fetch that has not completed in this time is abandoned as stalled, seconds.
     #[serde(default = "default_fetch_timeout")]
     pub fetch_timeout_secs: u64,
@@ -68,9 +77,6 @@ pub struct HostConfig {
 fn default_keep() -> usize {
     3
 }
-fn default_hook_timeout() -> u64 {
-    60
-}
 fn default_fetch_timeout() -> u64 {
     60
 }
@@ -82,7 +88,24 @@ impl HostConfig {
         let config: Self =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("host config {} is invalid: {e}", path.display()))?;
         config.manager_addrs().map_err(|e| anyhow::anyhow!("host config {} is invalid: {e}", path.display()))?;
+        config
+            .declaration()
+            .validate()
+            .map_err(|e| anyhow::anyhow!("host config {} is invalid: {e}", path.display()))?;
+        if let Some(bad) =
+            config.env.keys().find(|k| k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            anyhow::bail!(
+                "host config {} is invalid: env name {bad:?} must be letters, digits and `_`",
+                path.display()
+            );
+        }
         Ok(config)
+    }
+
+    /// What this host tells its manager it runs.
+    pub fn declaration(&self) -> HostDeclaration {
+        HostDeclaration { services: self.services.clone(), labels: self.labels.clone() }
     }
 
     /// Every manager to try, in order: `managers`, then `manager` when it is not among them.
@@ -110,6 +133,9 @@ pub struct HostStatus {
     pub bad_chunks_from: HashMap<String, u32>,
     /// Active digest per service.
     pub active: HashMap<String, String>,
+    /// Per service, its latest activation: generation, release, state and failure reason.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceStatus>,
 }
 
 /// Told of every activation (service, digest) once `current` points at the new release.
@@ -228,7 +254,9 @@ async fn control_session<T: Transport>(
 ) -> anyhow::Result<()> {
     let (mut send, mut recv) = host.transport.open_session(manager, CONNECT_TIMEOUT).await?;
     let data_addr = host.config.advertise.unwrap_or(host.config.listen);
-    write_frame(&mut send, &StreamOpen::Control { name: host.config.name.clone(), data_addr }).await?;
+    let open =
+        StreamOpen::Control { name: host.config.name.clone(), data_addr, declaration: host.config.declaration() };
+    write_frame(&mut send, &open).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<HostMessage>();
     // The manager's numbers for the artifacts it asked this session to receive.
     let mut downloads: HashMap<DownloadId, Digest> = HashMap::new();
@@ -266,7 +294,11 @@ async fn control_session<T: Transport>(
                                 host.save_status();
                                 let _ = tx.send(HostMessage::Have { download, chunks: held });
                             }
-                            Err(e) => tracing::error!(%digest, "cannot prepare the download: {e}"),
+                            Err(e) => {
+                                tracing::error!(%digest, "cannot prepare the download: {e}");
+                                let reason = format!("cannot prepare the download of {digest}: {e}");
+                                let _ = tx.send(HostMessage::DownloadFailed { download, reason });
+                            }
                         }
                     }));
                 }
@@ -281,8 +313,16 @@ async fn control_session<T: Transport>(
                         let _ = tx.send(HostMessage::Failed { download, chunk, from, reason: FetchFailure::Stalled });
                     }
                 },
-                ManagerMessage::Activate { service, generation, digest } => {
-                    tokio::spawn(activate(host.clone(), tx.clone(), service, generation, digest));
+                ManagerMessage::Activate { service, generation, digest, spec } => {
+                    if !host.config.services.contains(&service) {
+                        // The manager's targeting is the first line; the host's own list is the last.
+                        tracing::warn!(%service, "refusing to activate a service this host does not run");
+                        let reason =
+                            format!("{} does not run {service} (see `services` in its config)", host.config.name);
+                        let _ = tx.send(HostMessage::ActivationFailed { service, generation, reason });
+                        continue;
+                    }
+                    tokio::spawn(activation::activate(host.clone(), tx.clone(), service, generation, digest, *spec));
                 }
             }
         }
@@ -293,85 +333,6 @@ async fn control_session<T: Transport>(
     result
 }
 
-/// Installs the release, switches `current`, runs the hook; on hook failure switches back.
-async fn activate<T: Transport>(
-    host: Arc<Host<T>>,
-    tx: mpsc::UnboundedSender<HostMessage>,
-    service: ServiceName,
-    generation: u64,
-    digest: Digest,
-) {
-    let previous =
-        std::fs::read_link(host.config.data_dir.join("services").join(service.as_str()).join("current")).ok();
-    let installed = {
-        let host = host.clone();
-        let (service, digest) = (service.clone(), digest.clone());
-        let blocking = host.blocking;
-        blocking
-            .run(move || host.releases.lock().expect("releases lock").install(&service, &digest))
-            .await
-            .unwrap_or_else(|| Err("the install task failed".to_string()))
-    };
-    let result = match installed {
-        Err(reason) => Err(reason),
-        Ok(release) => match &host.config.activation_hook {
-            None => Ok(()),
-            Some(hook) => run_hook(hook, &release, &service, Duration::from_secs(host.config.hook_timeout_secs)).await,
-        },
-    };
-    let message = match result {
-        Ok(()) => {
-            tracing::info!(%service, generation, %digest, "activated");
-            let mut status = host.status.lock().expect("status lock");
-            status.active.insert(service.to_string(), digest.to_string());
-            host.metrics.activation(true, &status.active);
-            drop(status);
-            host.releases.lock().expect("releases lock").prune();
-            if let Some(hook) = &host.on_activated {
-                hook(&service, &digest);
-            }
-            HostMessage::Activated { service, generation }
-        }
-        Err(reason) => {
-            tracing::warn!(%service, generation, "activation failed: {reason}");
-            host.metrics.activation(false, &host.status.lock().expect("status lock").active);
-            if let Some(previous) = previous {
-                let link = host.config.data_dir.join("services").join(service.as_str()).join("current");
-                let staged = link.with_extension("rollback");
-                let _ = std::fs::remove_file(&staged);
-                if std::os::unix::fs::symlink(&previous, &staged).is_ok() {
-                    let _ = std::fs::rename(&staged, &link);
-                }
-            }
-            HostMessage::ActivationFailed { service, generation, reason }
-        }
-    };
-    host.save_status();
-    let _ = tx.send(message);
-}
-
-async fn run_hook(
-    hook: &str,
-    release: &std::path::Path,
-    service: &ServiceName,
-    timeout: Duration,
-) -> Result<(), String> {
-    let mut child = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(hook)
-        .env("CASCADE_RELEASE", release)
-        .env("CASCADE_SERVICE", service.as_str())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run the activation hook: {e}"))?;
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Err(_) => Err(format!("activation hook timed out after {}s", timeout.as_secs())),
-        Ok(Err(e)) => Err(format!("activation hook: {e}")),
-        Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(format!("activation hook failed: {status}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,7 +341,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("host.toml");
         let text = format!(
-            "name = \"h1\"\nlisten = \"127.0.0.1:7001\"\n{managers}\ndata_dir = \"/tmp/h1\"\n[tls]\nca = \"ca.pem\"\ncert = \"h1.pem\"\nkey = \"h1.key\"\n"
+            "name = \"h1\"\nlisten = \"127.0.0.1:7001\"\n{managers}\ndata_dir = \"/tmp/h1\"\nservices = [\"api\"]\n[tls]\nca = \"ca.pem\"\ncert = \"h1.pem\"\nkey = \"h1.key\"\n"
         );
         std::fs::write(&path, text)?;
         HostConfig::load(&path)
@@ -397,5 +358,28 @@ mod tests {
         assert_eq!(both.manager_addrs().unwrap().len(), 2, "a manager listed twice is tried once");
         let none = config("").unwrap_err();
         assert!(none.to_string().contains("managers"), "{none}");
+    }
+
+    #[test]
+    fn services_and_labels_are_checked_when_the_config_loads() {
+        let write = |body: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("host.toml");
+            let text = format!(
+                "name = \"h1\"\nlisten = \"127.0.0.1:7001\"\nmanager = \"127.0.0.1:7000\"\ndata_dir = \"/tmp/h1\"\n{body}\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n"
+            );
+            std::fs::write(&path, text).unwrap();
+            HostConfig::load(&path).map_err(|e| e.to_string())
+        };
+        let ok = write("services = [\"web\"]\nlabels = { pool = \"front\" }\nenv = { PORT = \"9101\" }").unwrap();
+        assert!(ok.declaration().runs(&ServiceName::parse("web").unwrap(), &cascade_core::DeploySpec::default()));
+        let missing = write("").unwrap_err();
+        assert!(missing.contains("services"), "{missing}");
+        let bad_service = write("services = [\"Not A Service!\"]").unwrap_err();
+        assert!(bad_service.contains("line") && bad_service.contains("service"), "{bad_service}");
+        let bad_label = write("services = []\nlabels = { Pool = \"x\" }").unwrap_err();
+        assert!(bad_label.contains("label \"Pool\""), "{bad_label}");
+        let bad_env = write("services = []\nenv = { \"A-B\" = \"x\" }").unwrap_err();
+        assert!(bad_env.contains("env name"), "{bad_env}");
     }
 }

@@ -273,7 +273,8 @@ mod tests {
     #[test]
     fn manager_metrics_render_rollout_counts() {
         let metrics = ManagerMetrics::new();
-        let counts = RolloutCounts { total: 5, fetching: 1, verified: 1, active: 3, failed: 0 };
+        let counts =
+            RolloutCounts { total: 5, fetching: 1, verified: 1, active: 3, failed: 0, ..RolloutCounts::default() };
         metrics.rollout("app", 2, &counts);
         metrics.seed_served(10);
         metrics.hosts_connected(5);

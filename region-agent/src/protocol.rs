@@ -5,7 +5,7 @@
 //! manager named, sends [`StreamOpen::Chunk`], and reads a [`ChunkAnswer`] followed by the chunk's bytes.
 
 use bincode::Options as _;
-use cascade_core::{Digest, Manifest, ServiceName};
+use cascade_core::{DeploySpec, Digest, HostDeclaration, Manifest, ServiceName};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -113,6 +113,8 @@ pub enum StreamOpen {
         name: String,
         /// Its QUIC address for chunk requests.
         data_addr: SocketAddr,
+        /// The services it runs and its labels: the manager sends it only the deploys that target it.
+        declaration: HostDeclaration,
     },
     /// One chunk, answered with [`ChunkAnswer`] and the bytes.
     Chunk(ChunkRequest),
@@ -147,20 +149,28 @@ pub enum HostMessage {
         /// What went wrong.
         reason: FetchFailure,
     },
-    /// The release is active (`current` points at it and the hook succeeded).
+    /// The release is active: `current` points at it, `activate` succeeded and the health probe passed.
     Activated {
         /// The service.
         service: ServiceName,
         /// The generation activated.
         generation: u64,
     },
-    /// Activation failed; the previous release stays.
+    /// Activation failed (install, `activate` or the health probe); the host switched back to its previous
+    /// release and started it again.
     ActivationFailed {
         /// The service.
         service: ServiceName,
         /// The generation.
         generation: u64,
-        /// Why.
+        /// Why, bounded (`activate exited 2: <last lines of output>`, `health: GET … answered 503 …`).
+        reason: String,
+    },
+    /// The host cannot receive the download at all (say its disk is full); it stays on its release.
+    DownloadFailed {
+        /// The download, as numbered by its `Prepare`.
+        download: DownloadId,
+        /// Why, bounded.
         reason: String,
     },
 }
@@ -196,7 +206,8 @@ pub enum ManagerMessage {
         /// Sender address.
         addr: SocketAddr,
     },
-    /// Every chunk is verified: check the whole digest and switch to the release.
+    /// Every chunk is verified: check the whole digest, install the release as `spec` says, switch to it,
+    /// run its `activate` and its health probe.
     Activate {
         /// The service.
         service: ServiceName,
@@ -205,6 +216,8 @@ pub enum ManagerMessage {
         /// The artifact.
         #[serde(with = "wire_digest")]
         digest: Digest,
+        /// How to install, start and check it (the build's `[deploy]` section).
+        spec: Box<DeploySpec>,
     },
     /// This manager does not act for the cluster (it is the standby, or just lost its lease): the host
     /// ends the session and registers with another manager.

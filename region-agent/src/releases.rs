@@ -2,10 +2,12 @@
 //! an atomic switch of a `current` link; the last few releases kept for instant rollbacks and chunk reuse.
 //!
 //! Layout under the host's data dir:
-//! `incoming/<digest>.part` (a download in progress), `releases/<digest>/artifact` and `manifest.json`
-//! (complete, verified releases), `services/<service>/current` → `../../releases/<digest>`.
+//! `incoming/<digest>.part` (a download in progress); `releases/<digest>/` (a complete, verified release):
+//! the artifact under the name its deploy spec gives (`install_as`, mode set), `manifest.json`, and
+//! `deploy-<service>.json` (the spec it was activated with, so a later rollback can start it again);
+//! `services/<service>/current` → `../../releases/<digest>`.
 
-use cascade_core::{Digest, Manifest, ServiceName};
+use cascade_core::{DeploySpec, Digest, Manifest, ServiceName};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -94,6 +96,30 @@ impl Releases {
         self.root.join("releases").join(digest.as_str())
     }
 
+    /// The artifact file of an installed release: its one regular file besides `manifest.json` and the
+    /// `deploy-*.json` specs (several names of one service-shared release are hard links of one file).
+    fn release_file(dir: &Path) -> Option<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name != "manifest.json" && !name.starts_with("deploy-") && !name.starts_with('.')
+            })
+            .collect();
+        files.sort();
+        files.into_iter().next()
+    }
+
+    /// The spec `service` was last activated with from the release `dir` (none for a release installed
+    /// before specs were recorded).
+    pub fn recorded_spec(dir: &Path, service: &ServiceName) -> Option<DeploySpec> {
+        let bytes = std::fs::read(dir.join(format!("deploy-{service}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// The download or release of `digest`, if this host has started or finished it.
     pub fn get(&self, digest: &Digest) -> Option<&Download> {
         self.downloads.get(digest)
@@ -113,8 +139,7 @@ impl Releases {
             return Ok((existing.held(), 0));
         }
         let chunks = manifest.chunk_count() as usize;
-        let release_file = self.release_dir(&digest).join("artifact");
-        if release_file.exists() {
+        if let Some(release_file) = Self::release_file(&self.release_dir(&digest)) {
             let file = File::open(&release_file)?;
             let download =
                 Download { manifest: manifest.clone(), path: release_file, file, verified: vec![true; chunks] };
@@ -182,9 +207,10 @@ impl Releases {
         Ok(())
     }
 
-    /// Verifies the whole digest, installs the release and switches `services/<service>/current` to it
-    /// atomically. Returns the release directory. The previous release stays until pruned.
-    pub fn install(&mut self, service: &ServiceName, digest: &Digest) -> Result<PathBuf, String> {
+    /// Verifies the whole digest, installs the release as `spec` says (file name and mode), records the
+    /// spec, and switches `services/<service>/current` to it atomically. Returns the release directory. The
+    /// previous release stays until pruned.
+    pub fn install(&mut self, service: &ServiceName, digest: &Digest, spec: &DeploySpec) -> Result<PathBuf, String> {
         let download = self.downloads.get(digest).ok_or_else(|| format!("no download of {digest}"))?;
         if !download.complete() {
             return Err(format!("{digest} is not complete"));
@@ -197,24 +223,57 @@ impl Releases {
             return Err(format!("whole-file digest {actual} does not match {digest}; not activated"));
         }
         let release = self.release_dir(digest);
-        let artifact = release.join("artifact");
+        let artifact = release.join(&spec.install_as);
+        let disk = |what: &str, e: std::io::Error| format!("cannot {what} in {}: {e}", release.display());
         if download.path != artifact {
-            std::fs::create_dir_all(&release).map_err(|e| e.to_string())?;
-            std::fs::write(release.join("manifest.json"), download.manifest.to_json()).map_err(|e| e.to_string())?;
-            std::fs::rename(&download.path, &artifact).map_err(|e| e.to_string())?;
-            if let Some(d) = self.downloads.get_mut(digest) {
-                d.path = artifact.clone();
+            std::fs::create_dir_all(&release).map_err(|e| disk("create the release", e))?;
+            if download.path.parent() == Some(release.as_path()) {
+                // Installed before under another name (another service's spec): one more name, same bytes.
+                let _ = std::fs::remove_file(&artifact);
+                std::fs::hard_link(&download.path, &artifact).map_err(|e| disk("link the artifact", e))?;
+            } else {
+                std::fs::write(release.join("manifest.json"), download.manifest.to_json())
+                    .map_err(|e| disk("write the manifest", e))?;
+                std::fs::rename(&download.path, &artifact).map_err(|e| disk("move the artifact", e))?;
+                if let Some(d) = self.downloads.get_mut(digest) {
+                    d.path = artifact.clone();
+                }
             }
         }
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&artifact, std::fs::Permissions::from_mode(spec.mode))
+            .map_err(|e| disk("set the artifact's mode", e))?;
+        let spec_json = serde_json::to_vec_pretty(spec).map_err(|e| e.to_string())?;
+        std::fs::write(release.join(format!("deploy-{service}.json")), spec_json)
+            .map_err(|e| disk("record the deploy spec", e))?;
+        Ok(release)
+    }
+
+    /// The release `services/<service>/current` points at, if any.
+    pub fn current(&self, service: &ServiceName) -> Option<PathBuf> {
+        std::fs::read_link(self.root.join("services").join(service.as_str()).join("current")).ok()
+    }
+
+    /// Points `services/<service>/current` at `release` (an installed release directory) atomically, or
+    /// removes the link when `release` is none (a first deploy that failed leaves no `current`).
+    pub fn switch(&self, service: &ServiceName, release: Option<&Path>) -> Result<(), String> {
         let service_dir = self.root.join("services").join(service.as_str());
-        std::fs::create_dir_all(&service_dir).map_err(|e| e.to_string())?;
         let link = service_dir.join("current");
+        let Some(release) = release else {
+            return match std::fs::remove_file(&link) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("cannot remove {}: {e}", link.display())),
+            };
+        };
+        let digest = release.file_name().and_then(|n| n.to_str()).unwrap_or("release");
+        std::fs::create_dir_all(&service_dir).map_err(|e| e.to_string())?;
         let staged = service_dir.join(format!(".current-{digest}"));
         let _ = std::fs::remove_file(&staged);
-        std::os::unix::fs::symlink(&release, &staged).map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink(release, &staged).map_err(|e| e.to_string())?;
         // rename(2) over the old link is atomic: a reader sees the old release or the new one, never neither.
         std::fs::rename(&staged, &link).map_err(|e| e.to_string())?;
-        Ok(release)
+        Ok(())
     }
 
     /// Deletes releases beyond the newest `keep` (never one a `current` link points at).

@@ -28,7 +28,8 @@ fn succeeded_build(backend: &MemoryBackend, n: u64) -> cascade_core::JobId {
     let Ok(CommandOutput::Job(job)) = backend.apply("dora", submit) else { panic!("submit") };
     backend.apply("w1", Command::Claim { worker: WorkerId::parse("w1").expect("worker") }).expect("claim");
     let digest = Digest::parse(format!("{n:064x}")).expect("digest");
-    let artifact = Artifact { manifest_key: format!("manifests/{digest}.json"), digest, size: 6 };
+    let artifact =
+        Artifact { manifest_key: format!("manifests/{digest}.json"), digest, size: 6, deploy: Default::default() };
     backend.apply("w1", Command::Succeed { lease: Lease { job: job.id, attempt: 1 }, artifact }).expect("succeed");
     job.id
 }
@@ -40,6 +41,7 @@ fn report(backend: &MemoryBackend, generation: u64, active: u64) {
         region: Region::parse("us").expect("region"),
         cluster: ClusterName::parse("c1").expect("cluster"),
         counts: RolloutCounts { total: 4, active, fetching: 4 - active, ..RolloutCounts::default() },
+        failures: Default::default(),
     };
     backend.apply("worker", command).expect("report");
 }

@@ -22,7 +22,7 @@ const LIVE_TAIL_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum Outcome {
     /// Built and uploaded.
-    Succeeded(Artifact),
+    Succeeded(Box<Artifact>),
     /// Did not produce an artifact. `retryable` is true only for the worker's or the infrastructure's faults.
     Failed {
         /// Why, for the person who asked.
@@ -117,7 +117,7 @@ async fn attempt(
         Ok(Err(e)) => return Outcome::failed(e.to_string(), true),
         Ok(Ok(())) => {}
     }
-    let recipe = match Recipe::load(&checkout) {
+    let recipe = match Recipe::load(&checkout, worker.config.max_deploy_timeout_secs) {
         Ok(recipe) => recipe,
         Err(e) => return Outcome::failed(e.to_string(), false),
     };
@@ -167,11 +167,12 @@ async fn attempt(
         Ok(Ok(manifest)) => {
             note(log, &format!("cascade: uploaded {} bytes, digest {}", manifest.total_size, manifest.digest));
             worker.metrics.uploaded(manifest.total_size);
-            Outcome::Succeeded(Artifact {
+            Outcome::Succeeded(Box::new(Artifact {
                 manifest_key: Manifest::key(&manifest.digest),
+                deploy: Box::new(recipe.deploy.clone()),
                 digest: manifest.digest,
                 size: manifest.total_size,
-            })
+            }))
         }
     }
 }
@@ -252,7 +253,7 @@ fn lease_is_gone(error: &ClientError) -> bool {
 /// Reports the outcome; a refusal means another attempt owns the job, which is logged and dropped.
 async fn report(worker: &Worker, lease: Lease, outcome: &Outcome) {
     let result = match outcome {
-        Outcome::Succeeded(artifact) => worker.client.succeed(lease, artifact.clone()).await.map(|_| ()),
+        Outcome::Succeeded(artifact) => worker.client.succeed(lease, (**artifact).clone()).await.map(|_| ()),
         Outcome::Failed { reason, retryable } => worker.client.fail(lease, reason, *retryable).await.map(|_| ()),
         Outcome::Stopped(StopReason::Shutdown) => {
             let reason = format!("worker {} shut down during the build", worker.config.id);

@@ -28,6 +28,10 @@ pub struct WorkerConfig {
     /// Upper bound on a recipe's timeout, and the timeout of a recipe that names none.
     #[serde(default = "default_max_timeout")]
     pub max_build_timeout_secs: u64,
+    /// Upper bound on every timeout and deadline of a recipe's `[deploy]` section (activate, stop, health), so
+    /// every host's activation ends; a recipe over it fails its build.
+    #[serde(default = "default_max_deploy_timeout")]
+    pub max_deploy_timeout_secs: u64,
     /// Heartbeat period; must be well under the node's stale timeout.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_interval_ms: u64,
@@ -78,6 +82,9 @@ impl std::fmt::Debug for WorkerConfig {
 fn default_max_timeout() -> u64 {
     DEFAULT_MAX_BUILD_TIMEOUT_SECS
 }
+fn default_max_deploy_timeout() -> u64 {
+    600
+}
 fn default_heartbeat_ms() -> u64 {
     3000
 }
@@ -106,6 +113,7 @@ impl WorkerConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(!self.servers.is_empty(), "servers: name at least one node address");
         anyhow::ensure!(self.max_build_timeout_secs >= 1, "max_build_timeout_secs must be at least 1");
+        anyhow::ensure!(self.max_deploy_timeout_secs >= 1, "max_deploy_timeout_secs must be at least 1");
         anyhow::ensure!(
             (100..=60_000).contains(&self.heartbeat_interval_ms),
             "heartbeat_interval_ms must be between 100 and 60000"

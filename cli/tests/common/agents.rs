@@ -162,13 +162,24 @@ impl AgentProcess {
         Self::spawn_host(dir, name, &format!("manager = \"{manager}\""), &extra)
     }
 
+    /// Starts a host agent that registers with `manager` and declares `declaration`: its `services = [...]`
+    /// and any `[labels]` / `[env]` tables, as TOML lines.
+    pub fn host_running(dir: &Path, name: &str, manager: SocketAddr, declaration: &str) -> Self {
+        Self::spawn_host_declaring(dir, name, &format!("manager = \"{manager}\""), "", declaration)
+    }
+
     /// Writes a host config (`managers_line` names its manager or managers, `extra` adds top-level keys) and
-    /// starts the host.
+    /// starts the host. It runs the services the other tests deploy (`app`, `api`, `hello`).
     fn spawn_host(dir: &Path, name: &str, managers_line: &str, extra: &str) -> Self {
+        Self::spawn_host_declaring(dir, name, managers_line, extra, "services = [\"app\", \"api\", \"hello\"]")
+    }
+
+    fn spawn_host_declaring(dir: &Path, name: &str, managers_line: &str, extra: &str, declaration: &str) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let data_dir = dir.join(name);
+        // Top-level keys first: the declaration may open tables (`[labels]`), and TLS is a table too.
         let config = format!(
-            "name = \"{name}\"\nlisten = \"{addr}\"\n{managers_line}\ndata_dir = {:?}\nfetch_timeout_secs = 20\nactivation_hook = \"test -s \\\"$CASCADE_RELEASE/artifact\\\"\"\n{extra}\n{}",
+            "name = \"{name}\"\nlisten = \"{addr}\"\n{managers_line}\ndata_dir = {:?}\nfetch_timeout_secs = 20\n{extra}\n{declaration}\n{}",
             data_dir.display().to_string(),
             certs_for(dir, name),
         );
@@ -212,10 +223,26 @@ impl AgentProcess {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// The installed artifact the host's `current` link of `service` points at (the release's one file
+    /// besides `manifest.json` and the recorded `deploy-*.json` specs).
+    pub fn current_file(&self, service: &str) -> Option<PathBuf> {
+        let release = self.data_dir.join("services").join(service).join("current");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(release)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                p.is_file() && name != "manifest.json" && !name.starts_with("deploy-") && !name.starts_with('.')
+            })
+            .collect();
+        files.sort();
+        files.into_iter().next()
+    }
+
     /// BLAKE3 of the file the host's `current` link of `service` points at.
     pub fn current_digest(&self, service: &str) -> Option<cascade_core::Digest> {
-        let path = self.data_dir.join("services").join(service).join("current").join("artifact");
-        let file = std::fs::File::open(path).ok()?;
+        let file = std::fs::File::open(self.current_file(service)?).ok()?;
         let mut hasher = blake3::Hasher::new();
         hasher.update_reader(file).ok()?;
         Some(cascade_core::manifest::digest_of(hasher.finalize()))

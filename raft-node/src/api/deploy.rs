@@ -78,10 +78,10 @@ pub async fn report(
     ApiJson(body): ApiJson<RolloutReport>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Worker)?;
-    let RolloutReport { service, generation, region, cluster, counts, holder } = body;
+    let RolloutReport { service, generation, region, cluster, counts, failures, holder } = body;
     let command = match holder {
-        Some(holder) => Command::ReportRolloutHeld { holder, service, generation, region, cluster, counts },
-        None => Command::ReportRollout { service, generation, region, cluster, counts },
+        Some(holder) => Command::ReportRolloutHeld { holder, service, generation, region, cluster, counts, failures },
+        None => Command::ReportRollout { service, generation, region, cluster, counts, failures },
     };
     app.node.write(caller.name, command).await??;
     Ok(Json(serde_json::json!({ "recorded": true })).into_response())

@@ -1,6 +1,13 @@
 //! The manager's state transitions: one event at a time, then a scheduling round.
 
 use super::*;
+use cascade_core::deploy::{bounded_host_reason, HostFailure, HostFailures};
+
+/// Whether a deploy of `service` with `spec` targets host `id`: it declared the service and carries every
+/// label of the placement (see [`HostDeclaration::runs`]).
+fn targeted(hosts: &BTreeMap<u32, HostEntry>, id: u32, service: &ServiceName, spec: &DeploySpec) -> bool {
+    fault_injection::ignores_targeting() || hosts.get(&id).is_some_and(|h| h.declaration.runs(service, spec))
+}
 
 impl<C: ControlPlane> Manager<C> {
     pub(super) fn handle(&mut self, event: Event) {
@@ -11,7 +18,7 @@ impl<C: ControlPlane> Manager<C> {
                 tracing::info!(host = %name, %addr, "host refused: standing by");
                 let _ = id.send(Err(self.refusal()));
             }
-            Event::HostJoined { name, addr, tx, id } => {
+            Event::HostJoined { name, addr, declaration, tx, id } => {
                 let host_id = match self.ids.get(&name) {
                     Some(id) => *id,
                     None => {
@@ -25,12 +32,14 @@ impl<C: ControlPlane> Manager<C> {
                 let session = self.next_session;
                 let _ = tx.send(ManagerMessage::Welcome { host_id });
                 let _ = id.send(Ok((host_id, session)));
-                tracing::info!(host = %name, host_id, %addr, "host registered");
-                self.hosts.insert(host_id, HostEntry { name, addr, tx: Some(tx), session });
+                tracing::info!(host = %name, host_id, %addr, services = ?declaration.services, labels = ?declaration.labels, "host registered");
+                self.hosts.insert(host_id, HostEntry { name, addr, declaration, tx: Some(tx), session });
                 self.metrics.hosts_connected(self.live_hosts().count());
+                let hosts = &self.hosts;
                 let prepares: Vec<ManagerMessage> = self
                     .rollouts
                     .iter()
+                    .filter(|(service, rollout)| targeted(hosts, host_id, service, &rollout.spec))
                     .filter_map(|(service, rollout)| match &rollout.phase {
                         Phase::Running { manifest, download, .. } if rollout.control != RolloutControl::Aborted => {
                             Some(ManagerMessage::Prepare {
@@ -104,12 +113,13 @@ impl<C: ControlPlane> Manager<C> {
                 Rollout {
                     generation: version.generation,
                     digest: version.artifact.digest.clone(),
+                    spec: (*version.artifact.deploy).clone(),
                     control: version.control,
                     phase: Phase::WaitingForReplication,
                     joined: BTreeSet::new(),
                     activated: BTreeSet::new(),
                     activating: BTreeSet::new(),
-                    failed: BTreeSet::new(),
+                    failed: BTreeMap::new(),
                 },
             );
             tokio::spawn(wait_for_replication(
@@ -142,7 +152,12 @@ impl<C: ControlPlane> Manager<C> {
         let download = *self.downloads.entry(manifest.digest.clone()).or_insert(next);
         tracing::info!(%service, generation, chunks, download, "replicated here: rollout starts");
         rollout.phase = Phase::Running { manifest: manifest.clone(), scheduler, download };
-        let hosts: Vec<u32> = self.live_hosts().collect();
+        let spec = rollout.spec.clone();
+        // Only the hosts that run the service: the others never hear of it, so its swarm is made of them.
+        let hosts: Vec<u32> = self.live_hosts().filter(|id| targeted(&self.hosts, *id, &service, &spec)).collect();
+        if hosts.is_empty() {
+            tracing::warn!(%service, generation, placement = ?spec.placement, "no live host of this cluster runs the service");
+        }
         for host in hosts {
             self.send(
                 host,
@@ -202,8 +217,19 @@ impl<C: ControlPlane> Manager<C> {
                 tracing::warn!(host = %name, %service, generation, "activation failed: {reason}");
                 if let Some(rollout) = self.rollouts.get_mut(&service).filter(|r| r.generation == generation) {
                     rollout.activating.remove(&id);
-                    rollout.failed.insert(id);
+                    rollout.failed.insert(id, bounded_host_reason(&reason));
                 }
+            }
+            HostMessage::DownloadFailed { download, reason } => {
+                let name = self.hosts.get(&id).map(|h| h.name.clone()).unwrap_or_default();
+                tracing::warn!(host = %name, download, "host cannot receive the download: {reason}");
+                let Some(rollout) = self.rollout_of(download) else { return };
+                if let Phase::Running { scheduler, .. } = &mut rollout.phase {
+                    if rollout.joined.remove(&id) {
+                        let _ = scheduler.host_left(HostId(id));
+                    }
+                }
+                rollout.failed.insert(id, bounded_host_reason(&reason));
             }
         }
     }
@@ -220,6 +246,7 @@ impl<C: ControlPlane> Manager<C> {
                 continue;
             }
             let Phase::Running { scheduler, manifest, download } = &mut rollout.phase else { continue };
+            let spec = &rollout.spec;
             let mut transfers: Vec<Transfer> = Vec::new();
             scheduler.next_assignments(&mut transfers);
             for transfer in transfers {
@@ -243,7 +270,7 @@ impl<C: ControlPlane> Manager<C> {
             for host in rollout.joined.iter().copied() {
                 let done = rollout.activated.contains(&host)
                     || rollout.activating.contains(&host)
-                    || rollout.failed.contains(&host);
+                    || rollout.failed.contains_key(&host);
                 if !done && scheduler.is_complete(HostId(host)) {
                     rollout.activating.insert(host);
                     messages.push((
@@ -252,6 +279,7 @@ impl<C: ControlPlane> Manager<C> {
                             service: service.clone(),
                             generation: rollout.generation,
                             digest: manifest.digest.clone(),
+                            spec: Box::new(spec.clone()),
                         },
                     ));
                 }
@@ -284,35 +312,70 @@ impl<C: ControlPlane> Manager<C> {
         let acting = self.is_active();
         let live: BTreeSet<u32> = self.live_hosts().collect();
         for (service, rollout) in &self.rollouts {
-            let total = live.len() as u64;
-            let active = rollout.activated.intersection(&live).count() as u64;
-            let failed = rollout.failed.intersection(&live).count() as u64;
+            // Counts are of the hosts the deploy targets; the cluster's other hosts are only counted as such.
+            let targeted: BTreeSet<u32> =
+                live.iter().copied().filter(|id| targeted(&self.hosts, *id, service, &rollout.spec)).collect();
+            let total = targeted.len() as u64;
+            let active = rollout.activated.intersection(&targeted).count() as u64;
+            let failed_hosts: Vec<HostFailure> = rollout
+                .failed
+                .iter()
+                .filter(|(id, _)| targeted.contains(id))
+                .map(|(id, reason)| HostFailure {
+                    host: self.hosts.get(id).map_or_else(|| format!("host {id}"), |h| h.name.clone()),
+                    reason: reason.clone(),
+                })
+                .collect();
+            let failed = failed_hosts.len() as u64;
+            let activating = rollout
+                .activating
+                .iter()
+                .filter(|h| targeted.contains(h) && !rollout.activated.contains(h) && !rollout.failed.contains_key(h))
+                .count() as u64;
             let (verified, fetching) = match &rollout.phase {
                 Phase::Running { scheduler, .. } => {
                     let complete = rollout
                         .joined
                         .iter()
-                        .filter(|h| live.contains(h) && !rollout.activated.contains(h) && !rollout.failed.contains(h))
+                        .filter(|h| {
+                            targeted.contains(h)
+                                && !rollout.activated.contains(h)
+                                && !rollout.failed.contains_key(h)
+                                && !rollout.activating.contains(h)
+                        })
                         .filter(|h| scheduler.is_complete(HostId(**h)))
                         .count() as u64;
-                    (complete, total.saturating_sub(active + failed + complete))
+                    (complete, total.saturating_sub(active + failed + complete + activating))
                 }
                 Phase::WaitingForReplication => (0, 0),
             };
-            let counts = RolloutCounts { total, fetching, verified, active, failed };
+            let counts = RolloutCounts {
+                total,
+                fetching,
+                verified,
+                activating,
+                active,
+                failed,
+                cluster_hosts: live.len() as u64,
+            };
+            let failures = HostFailures::bounded(failed_hosts);
             self.status.rollouts.insert(service.to_string(), (rollout.generation, counts));
             self.metrics.rollout(service.as_str(), rollout.generation, &counts);
-            if !acting || self.last_reported.get(service) == Some(&(rollout.generation, counts)) {
+            self.status.failures.insert(service.to_string(), failures.clone());
+            let reported = (rollout.generation, counts, failures);
+            if !acting || self.last_reported.get(service) == Some(&reported) {
                 continue;
             }
             self.status.reports_sent += 1;
-            self.last_reported.insert(service.clone(), (rollout.generation, counts));
+            let failures = reported.2.clone();
+            self.last_reported.insert(service.clone(), reported);
             let report = RolloutReport {
                 service: service.clone(),
                 generation: rollout.generation,
                 region: self.config.region.clone(),
                 cluster: self.config.cluster.clone(),
                 counts,
+                failures,
                 holder: Some(self.holder.clone()),
             };
             let client = self.client.clone();

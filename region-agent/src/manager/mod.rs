@@ -17,7 +17,7 @@ use cascade_client::Client;
 use cascade_core::api::{DesiredVersions, ManagerLeaseRequest, RolloutReport};
 use cascade_core::fanout::{ChunkId, Config as FanoutConfig, FailReason, HostId, Report, Scheduler, Transfer};
 use cascade_core::state::{ReplicationStatus, RolloutControl, RolloutCounts};
-use cascade_core::{ClusterName, Digest, Manifest, Region, ServiceName};
+use cascade_core::{ClusterName, DeploySpec, Digest, HostDeclaration, Manifest, Region, ServiceName};
 use object_store::path::Path as Key;
 use object_store::ObjectStoreExt as _;
 use serde::Deserialize;
@@ -112,6 +112,9 @@ pub struct ManagerStatus {
     /// Rollout reports it sent while active.
     #[serde(default)]
     pub reports_sent: u64,
+    /// Per service: the failed hosts of the current rollout, with their reasons.
+    #[serde(default)]
+    pub failures: BTreeMap<String, cascade_core::HostFailures>,
 }
 
 enum Event {
@@ -124,6 +127,7 @@ enum Event {
     HostJoined {
         name: String,
         addr: SocketAddr,
+        declaration: HostDeclaration,
         tx: mpsc::UnboundedSender<ManagerMessage>,
         /// The host's id and session, or why it is refused (this manager stands by).
         id: oneshot::Sender<Result<(u32, u64), String>>,
@@ -143,6 +147,8 @@ enum Event {
 struct HostEntry {
     name: String,
     addr: SocketAddr,
+    /// What it runs: only deploys it targets reach it.
+    declaration: HostDeclaration,
     tx: Option<mpsc::UnboundedSender<ManagerMessage>>,
     session: u64,
 }
@@ -160,13 +166,16 @@ enum Phase {
 struct Rollout {
     generation: u64,
     digest: Digest,
+    /// The build's deploy spec: how hosts install and check it, and its placement.
+    spec: DeploySpec,
     control: RolloutControl,
     phase: Phase,
     // Ordered sets: the manager's messages go out in the same order every run (the simulation replays it).
     joined: BTreeSet<u32>,
     activated: BTreeSet<u32>,
     activating: BTreeSet<u32>,
-    failed: BTreeSet<u32>,
+    /// Failed hosts and why, as they reported it (bounded by the host).
+    failed: BTreeMap<u32, String>,
 }
 
 struct Manager<C: ControlPlane> {
@@ -181,7 +190,7 @@ struct Manager<C: ControlPlane> {
     manifests: Arc<RwLock<HashMap<Digest, Manifest>>>,
     status: ManagerStatus,
     metrics: Arc<ManagerMetrics>,
-    last_reported: HashMap<ServiceName, (u64, RolloutCounts)>,
+    last_reported: HashMap<ServiceName, (u64, RolloutCounts, cascade_core::HostFailures)>,
     next_session: u64,
     /// The number each artifact goes by in per-chunk messages, for the manager's life (one digest, one
     /// number, as hosts keep one download per digest).
@@ -381,8 +390,8 @@ async fn accept<S: SendHalf, R: tokio::io::AsyncRead + Unpin + Send + 'static>(
         let (events, seed) = (events.clone(), seed.clone());
         tokio::spawn(async move {
             match read_frame::<StreamOpen>(&mut recv).await {
-                Ok(Some(StreamOpen::Control { name, data_addr })) => {
-                    control_stream(events, name, data_addr, send, recv).await
+                Ok(Some(StreamOpen::Control { name, data_addr, declaration })) => {
+                    control_stream(events, name, data_addr, declaration, send, recv).await
                 }
                 Ok(Some(StreamOpen::Chunk(request))) => serve_seed_chunk(&seed, request, send).await,
                 _ => {}
@@ -395,12 +404,19 @@ async fn control_stream<S: SendHalf, R: tokio::io::AsyncRead + Unpin>(
     events: mpsc::UnboundedSender<Event>,
     name: String,
     addr: SocketAddr,
+    declaration: HostDeclaration,
     mut send: S,
     mut recv: R,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (id_tx, id_rx) = oneshot::channel();
-    if events.send(Event::HostJoined { name: name.clone(), addr, tx, id: id_tx }).is_err() {
+    if let Err(e) = declaration.validate() {
+        tracing::warn!(host = %name, "host refused: {e}");
+        let _ = write_frame(&mut send, &ManagerMessage::Refused { reason: format!("bad declaration: {e}") }).await;
+        send.finish_and_wait().await;
+        return;
+    }
+    if events.send(Event::HostJoined { name: name.clone(), addr, declaration, tx, id: id_tx }).is_err() {
         return;
     }
     let (id, session) = match id_rx.await {
@@ -463,4 +479,29 @@ async fn serve_seed_chunk<S: SendHalf>(seed: &Seed, request: crate::protocol::Ch
         }
     }
     send.finish_and_wait().await;
+}
+
+/// Test-only bugs for the simulation's self-test; off unless the `fault-injection` feature is on.
+pub mod fault_injection {
+    #[cfg(feature = "fault-injection")]
+    thread_local! {
+        static IGNORE_TARGETING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    /// Turns on (for this thread) a manager that sends every deploy to every host, whatever it runs: the
+    /// bug the simulation's `host_runs_only_its_services` must catch.
+    #[cfg(feature = "fault-injection")]
+    pub fn ignore_targeting(on: bool) {
+        IGNORE_TARGETING.with(|t| t.set(on));
+    }
+    /// Whether the bug is on; always false without the feature.
+    pub fn ignores_targeting() -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            IGNORE_TARGETING.with(|t| t.get())
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
+    }
 }

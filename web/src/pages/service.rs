@@ -124,15 +124,31 @@ fn percent(part: u64, total: u64) -> f64 {
     }
 }
 
-/// A stacked bar: active, verified, fetching, failed, out of total.
+/// A stacked bar: healthy, activating, verified, fetching, failed, out of the targeted hosts.
 fn bar(label: &str, c: &RolloutCounts) -> Markup {
-    let segments = [("active", c.active), ("verified", c.verified), ("fetching", c.fetching), ("failed", c.failed)];
+    let segments = [
+        ("active", c.active),
+        ("verified", c.activating),
+        ("verified", c.verified),
+        ("fetching", c.fetching),
+        ("failed", c.failed),
+    ];
+    if c.total == 0 {
+        return html! {
+            div.progress data-label=(label) data-active="0" data-total="0" {
+                div.label { strong { (label) } " " span.muted data-unmatched="true" {
+                    @if c.cluster_hosts > 0 { "the placement matches none of its " (c.cluster_hosts) " hosts" }
+                    @else { "no host runs this service" }
+                } }
+            }
+        };
+    }
     html! {
         div.progress data-label=(label) data-active=(c.active) data-total=(c.total) {
             div.label {
                 strong { (label) } " "
-                span.muted { (c.active) " / " (c.total) " active (" (format!("{:.0}", percent(c.active, c.total))) " %), "
-                    (c.verified) " verified, " (c.fetching) " fetching, " (c.failed) " failed" }
+                span.muted { (c.active) " / " (c.total) " healthy (" (format!("{:.0}", percent(c.active, c.total))) " %), "
+                    (c.activating) " activating, " (c.verified) " verified, " (c.fetching) " fetching, " (c.failed) " failed" }
             }
             div.track {
                 @for (class, n) in segments {
@@ -148,9 +164,36 @@ fn sum(counts: impl Iterator<Item = RolloutCounts>) -> RolloutCounts {
         total: a.total + c.total,
         fetching: a.fetching + c.fetching,
         verified: a.verified + c.verified,
+        activating: a.activating + c.activating,
         active: a.active + c.active,
         failed: a.failed + c.failed,
+        cluster_hosts: a.cluster_hosts + c.cluster_hosts,
     })
+}
+
+/// The failed hosts of the current rollout with their reasons, per cluster (the managers report the first
+/// few by name and count the rest).
+fn failed_hosts(rollout: &BTreeMap<(Region, ClusterName), ClusterRollout>) -> Markup {
+    let any = rollout.values().any(|r| r.failures.total() > 0);
+    html! {
+        @if any {
+            h3 { "Failed hosts" }
+            p.muted { "Each is back on its previous release, started again." }
+            table.list #failed-hosts {
+                thead { tr { th { "region / cluster" } th { "host" } th { "reason" } } }
+                tbody {
+                    @for ((region, cluster), r) in rollout {
+                        @for f in &r.failures.hosts {
+                            tr { td { (region) " / " (cluster) } td.mono { (f.host) } td { pre.reason { (f.reason) } } }
+                        }
+                        @if r.failures.more > 0 {
+                            tr { td { (region) " / " (cluster) } td colspan="2" { "and " (r.failures.more) " more" } }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Hosts active against time, from each cluster's latest report (the state keeps the latest per cluster): a
@@ -241,6 +284,12 @@ pub async fn show<B: ConsoleBackend>(
                             dt { "desired build" } dd { a #desired-build href={"/builds/" (d.build)} { "#" (d.build) } }
                             dt { "generation" } dd #generation { (d.generation) }
                             dt { "artifact" } dd.mono { (d.artifact.digest) }
+                            dt { "installed as" } dd.mono { (d.artifact.deploy.install_as) " (mode " (format!("{:04o}", d.artifact.deploy.mode)) ")" }
+                            @if !d.artifact.deploy.placement.is_empty() {
+                                dt { "placement" } dd.mono {
+                                    (d.artifact.deploy.placement.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "))
+                                }
+                            }
                             dt { "deployed by" } dd { (d.set_by) " at " (time(d.set_at)) }
                             dt { "rollout" } dd #control data-control=(control_name(d.control)) { (control_badge(d.control)) }
                         }
@@ -263,6 +312,7 @@ pub async fn show<B: ConsoleBackend>(
                                     @for (cluster, r) in clusters { div.indent { (bar(cluster.as_str(), &r.counts)) } }
                                 }
                             }
+                            (failed_hosts(&view.rollout))
                             h3 { "Hosts active" }
                             (chart(&view.rollout, d.set_at.0))
                         }
