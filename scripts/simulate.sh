@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The cluster simulation for CI: its tests (replay byte for byte, the planted stale-lease bug is caught,
-# a few seeds under faults) and then as many seeds as fit a wall-clock budget.
+# The cluster simulation for CI: its tests (replay byte for byte; the planted bugs are caught: stale
+# leases, unsynced disks, unverified chunks, a manager that ignores targeting; a few seeds under faults)
+# and then as many seeds as fit a wall-clock budget.
 #
 # Built with `--cfg tokio_unstable` so turmoil can seed tokio's scheduler (exact replays), in a target dir
 # of its own so the flag does not rebuild the main target. Bounded: the seed run stops starting new seeds

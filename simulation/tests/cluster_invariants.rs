@@ -75,8 +75,12 @@ fn an_older_attempt_making_progress_is_flagged() {
 #[test]
 fn a_rewritten_terminal_state_is_flagged() {
     let mut state = two_attempts();
-    let artifact =
-        Artifact { digest: Digest::parse("b".repeat(64)).expect("valid digest"), size: 1, manifest_key: "m".into() };
+    let artifact = Artifact {
+        digest: Digest::parse("b".repeat(64)).expect("valid digest"),
+        size: 1,
+        manifest_key: "m".into(),
+        deploy: Default::default(),
+    };
     let succeed = request(63_000, "w2", Command::Succeed { lease: Lease { job: JobId(0), attempt: 2 }, artifact });
     state.apply(&succeed).expect("the running attempt may succeed");
     let mut tracker = terminal_states_final::Tracker::default();
@@ -99,6 +103,7 @@ fn a_generation_that_skips_or_goes_back_is_flagged() {
             digest: Digest::parse("c".repeat(64)).expect("valid digest"),
             size: 1,
             manifest_key: "m".into(),
+            deploy: Default::default(),
         },
         generation,
         set_by: Principal::parse("client").expect("valid principal"),
@@ -126,9 +131,17 @@ fn a_lost_or_reassigned_acknowledged_build_is_flagged() {
 
 /// A host's data dir with `services/api/current` pointing at a release named `named` holding `bytes`.
 fn host_with_release(dir: &std::path::Path, named: &Digest, bytes: &[u8]) {
+    host_with_release_as(dir, named, "artifact", bytes);
+}
+
+/// The same with the artifact installed as `install_as`, beside the manifest and the spec as a host keeps
+/// them (neither is the artifact).
+fn host_with_release_as(dir: &std::path::Path, named: &Digest, install_as: &str, bytes: &[u8]) {
     let release = dir.join("releases").join(named.as_str());
     std::fs::create_dir_all(&release).expect("release dir");
-    std::fs::write(release.join("artifact"), bytes).expect("artifact");
+    std::fs::write(release.join(install_as), bytes).expect("artifact");
+    std::fs::write(release.join("manifest.json"), b"{}").expect("manifest");
+    std::fs::write(release.join("deploy-api.json"), b"{}").expect("spec");
     let service = dir.join("services").join("api");
     std::fs::create_dir_all(&service).expect("service dir");
     let _ = std::fs::remove_file(service.join("current"));
@@ -145,7 +158,12 @@ fn an_activated_release_whose_bytes_or_origin_are_wrong_is_flagged() {
     let good = b"the bytes the build produced".to_vec();
     let digest = cascade_core::manifest::hash_bytes(&good);
     let record = ArtifactRecord {
-        artifact: Artifact { digest: digest.clone(), size: good.len() as u64, manifest_key: "m".into() },
+        artifact: Artifact {
+            digest: digest.clone(),
+            size: good.len() as u64,
+            manifest_key: "m".into(),
+            deploy: Default::default(),
+        },
         build: JobId(0),
         replication: BTreeMap::new(),
         replicated_at: BTreeMap::new(),
@@ -167,5 +185,86 @@ fn an_activated_release_whose_bytes_or_origin_are_wrong_is_flagged() {
     host_with_release(&dir.join("h3"), &cascade_core::manifest::hash_bytes(&stranger), &stranger);
     let flagged = tracker.check("h3", &dir.join("h3"), &api, &built).expect_err("an unbuilt artifact is flagged");
     assert!(flagged.detail.contains("no build produced"), "{}", flagged.detail);
+
+    // The artifact under the name its spec gives it (`install_as`) is found and hashed all the same.
+    host_with_release_as(&dir.join("h4"), &digest, "api-server", &good);
+    assert!(tracker.check("h4", &dir.join("h4"), &api, &built).is_ok(), "the right bytes under another name pass");
+    host_with_release_as(&dir.join("h5"), &digest, "api-server", &corrupt);
+    let flagged = tracker.check("h5", &dir.join("h5"), &api, &built).expect_err("corrupt bytes under another name");
+    assert_eq!(flagged.invariant, "host_activates_only_manifest_bytes");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+/// Builds of `services` in order, each claimed and succeeded with the artifact of the digest beside it.
+fn built(builds: &[(&str, &Digest)]) -> State {
+    let mut state = State::default();
+    for (i, (service, digest)) in builds.iter().enumerate() {
+        let at = 1_000 * (i as u64 + 1);
+        let submit = Command::SubmitBuild {
+            repo: RepoUrl::parse("https://git.example.com/app.git").expect("valid repo"),
+            commit: CommitSha::parse(format!("{i:040}")).expect("valid commit"),
+            service: ServiceName::parse(*service).expect("valid service"),
+            idempotency_key: Some(format!("k{i}")),
+        };
+        state.apply(&request(at, "client", submit)).expect("submitted");
+        state.apply(&request(at + 1, "w1", claim("w1"))).expect("claimed");
+        let artifact =
+            Artifact { digest: (*digest).clone(), size: 1, manifest_key: "m".into(), deploy: Default::default() };
+        let lease = Lease { job: JobId(i as u64), attempt: 1 };
+        state.apply(&request(at + 2, "w1", Command::Succeed { lease, artifact })).expect("succeeded");
+    }
+    state
+}
+
+#[test]
+fn a_host_holding_or_running_a_service_it_does_not_run_is_flagged() {
+    use cascade_simulation::cluster::invariants::host_runs_only_its_services::{
+        check_activation, check_files, services_by_digest,
+    };
+    use std::collections::BTreeSet;
+    let dir = std::env::temp_dir().join(format!("cascade-sim-services-{}", std::process::id()));
+    let digest = |c: &str| Digest::parse(c.repeat(64)).expect("valid digest");
+    let (api_only, web_only, shared, unknown) = (digest("a"), digest("b"), digest("c"), digest("d"));
+    // Builds of api and web; the third, of web, produced the same bytes as the second, of api.
+    let state = built(&[("api", &api_only), ("api", &shared), ("web", &shared), ("web", &web_only)]);
+    let by_digest = services_by_digest(&state);
+    let api = ServiceName::parse("api").expect("valid service");
+    let web = ServiceName::parse("web").expect("valid service");
+    let runs_api = BTreeSet::from([api.clone()]);
+    let host = |name: &str| {
+        let host = dir.join(name);
+        for sub in ["incoming", "releases", "services"] {
+            std::fs::create_dir_all(host.join(sub)).expect("layout");
+        }
+        host
+    };
+
+    let h1 = host("h1");
+    std::fs::write(h1.join("incoming").join(format!("{api_only}.part")), b"").expect("download");
+    std::fs::create_dir_all(h1.join("releases").join(shared.as_str())).expect("release");
+    std::fs::write(h1.join("incoming").join(format!("{unknown}.part")), b"").expect("download");
+    std::fs::create_dir_all(h1.join("services").join("web")).expect("a log dir, no link");
+    assert!(check_files("h1", &h1, &runs_api, &by_digest).is_ok(), "its own, shared and unknown digests pass");
+    assert!(check_activation("h1", &runs_api, &api, &api_only).is_ok());
+    let flagged = check_activation("h1", &runs_api, &web, &web_only).expect_err("an activation of web");
+    assert_eq!(flagged.invariant, "host_runs_only_its_services");
+
+    let h2 = host("h2");
+    std::fs::write(h2.join("incoming").join(format!("{web_only}.part")), b"").expect("download");
+    let flagged = check_files("h2", &h2, &runs_api, &by_digest).expect_err("a download of web");
+    assert!(flagged.detail.contains("incoming/"), "{}", flagged.detail);
+
+    let h3 = host("h3");
+    std::fs::create_dir_all(h3.join("releases").join(web_only.as_str())).expect("release");
+    let flagged = check_files("h3", &h3, &runs_api, &by_digest).expect_err("a release of web");
+    assert!(flagged.detail.contains("releases/"), "{}", flagged.detail);
+    assert!(check_files("h3", &h3, &BTreeSet::new(), &by_digest).is_err(), "a host that runs nothing holds nothing");
+
+    let h4 = host("h4");
+    std::fs::create_dir_all(h4.join("services").join("web")).expect("service dir");
+    std::os::unix::fs::symlink(h4.join("releases").join(shared.as_str()), h4.join("services/web/current"))
+        .expect("link");
+    let flagged = check_files("h4", &h4, &runs_api, &by_digest).expect_err("a current link of web");
+    assert!(flagged.detail.contains("services/web/current"), "{}", flagged.detail);
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

@@ -145,7 +145,12 @@ async fn build(
         }
         (0..=79, None, Some(digest)) => {
             let size = rng.gen_range(1..10_000_000_000);
-            Some(Artifact { digest, size, manifest_key: format!("artifacts/{}/{}/manifest", lease.job, lease.attempt) })
+            Some(Artifact {
+                digest,
+                size,
+                manifest_key: format!("artifacts/{}/{}/manifest", lease.job, lease.attempt),
+                deploy: Default::default(),
+            })
         }
         _ => None,
     };
@@ -181,7 +186,8 @@ pub async fn run_client(shared: Shared, seed: u64, builds: usize, deploy_until: 
     let mut rng = StdRng::seed_from_u64(seed ^ 0xc1_1e47);
     let actor = Principal::parse("client")?;
     let repo = RepoUrl::parse("https://git.example.com/cascade/app.git")?;
-    let services = [ServiceName::parse("api")?, ServiceName::parse("web")?];
+    let [first, second] = super::scenario::SERVICES;
+    let services = [ServiceName::parse(first)?, ServiceName::parse(second)?];
     let start = rng.gen_range(0..nodes.len().max(1));
     let mut api = Api::new(nodes, start);
     let mut acked: Vec<(JobId, ServiceName)> = Vec::new();

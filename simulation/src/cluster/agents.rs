@@ -136,6 +136,7 @@ impl ControlPlane for SimControl {
                 region: report.region.clone(),
                 cluster: report.cluster.clone(),
                 counts: report.counts,
+                failures: report.failures.clone(),
             },
             None => Command::ReportRollout {
                 service: report.service.clone(),
@@ -143,6 +144,7 @@ impl ControlPlane for SimControl {
                 region: report.region.clone(),
                 cluster: report.cluster.clone(),
                 counts: report.counts,
+                failures: report.failures.clone(),
             },
         };
         Box::pin(async move { self.write(command).await.map(|_| ()) })
@@ -215,7 +217,7 @@ pub async fn run_manager(shared: Shared, index: usize) -> turmoil::Result {
 
 /// Runs host agent `index` (into `World::agents`) until its host crashes.
 pub async fn run_host(shared: Shared, index: usize) -> turmoil::Result {
-    let (name, manager, data_dir, corrupt, activations) = {
+    let (name, manager, data_dir, corrupt, services, activations) = {
         let mut world = shared.borrow_mut();
         let region = world.agents[index].region;
         let manager = world.agents.iter().find(|a| a.manager && a.region == region).map(|a| a.name.clone());
@@ -223,11 +225,12 @@ pub async fn run_host(shared: Shared, index: usize) -> turmoil::Result {
         let activations = world.activations.clone();
         let slot = &mut world.agents[index];
         slot.incarnation += 1;
-        let (name, dir, corrupt, incarnation) =
-            (slot.name.clone(), slot.data_dir.clone(), slot.corrupt, slot.incarnation);
+        let (name, dir, corrupt, services, incarnation) =
+            (slot.name.clone(), slot.data_dir.clone(), slot.corrupt, slot.services.clone(), slot.incarnation);
         let note = if corrupt { ", serves corrupt chunks" } else { "" };
-        world.event(&name, format!("host agent started (incarnation {incarnation}{note})"));
-        (name, manager, dir, corrupt, activations)
+        let runs: Vec<&str> = services.iter().map(|s| s.as_str()).collect();
+        world.event(&name, format!("host agent started (incarnation {incarnation}, runs {runs:?}{note})"));
+        (name, manager, dir, corrupt, services, activations)
     };
     let config = HostConfig {
         name: name.clone(),
@@ -237,8 +240,9 @@ pub async fn run_host(shared: Shared, index: usize) -> turmoil::Result {
         managers: Vec::new(),
         data_dir,
         keep_releases: 3,
-        activation_hook: None,
-        hook_timeout_secs: 60,
+        services,
+        labels: Default::default(),
+        env: Default::default(),
         fetch_timeout_secs: 10,
         tls: unused_tls(),
         corrupt_uploads: corrupt,
@@ -276,7 +280,12 @@ pub async fn upload_artifact(store: &Store, run_seed: u64, content_seed: u64) ->
     let manifest = builder.finish();
     let key = Manifest::key(&manifest.digest);
     store.put(&Key::from(key.clone()), PutPayload::from(manifest.to_json())).await.map_err(|e| e.to_string())?;
-    Ok(Artifact { digest: manifest.digest.clone(), size: manifest.total_size, manifest_key: key })
+    Ok(Artifact {
+        digest: manifest.digest.clone(),
+        size: manifest.total_size,
+        manifest_key: key,
+        deploy: Default::default(),
+    })
 }
 
 /// Copies `digest` from `main` into `target`, every chunk verified against the manifest, the manifest last.

@@ -10,6 +10,7 @@ use super::isolation::RunGuard;
 use super::scenario::{Fault, Scenario, VOTERS};
 use super::world::{AgentSlot, Blobs, NodeSlot, Shared, WorkerSlot, World};
 use super::{Failure, Options, Outcome};
+use cascade_core::{ClusterName, HostDeclaration};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -189,6 +190,10 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
             match converged(&shared.borrow(), &checker) {
                 Ok(true) => {
                     converged_at = Some(now);
+                    let failed = hosts_reported_failed(&shared.borrow());
+                    if !failed.is_empty() {
+                        shared.borrow_mut().trace.push(now, "sim", format!("converged with {}", failed.join("; ")));
+                    }
                     break None;
                 }
                 Ok(false) => {}
@@ -240,12 +245,12 @@ fn register(shared: &Shared, scenario: &Scenario, run_dir: &std::path::Path) -> 
         world.blobs = Some(Blobs { main: memory(), regions });
     }
     for (name, region, manager) in scenario.agents() {
-        let corrupt = !manager
-            && scenario
-                .corrupt_host
-                .is_some_and(|(r, h)| r == region && name.as_bytes().last().copied() == Some(b'a' + h as u8));
+        // A host agent's index in its region is its name's last letter (`h1a` is 0).
+        let host = usize::from(name.as_bytes().last().copied().unwrap_or(b'a').saturating_sub(b'a'));
+        let corrupt = !manager && scenario.corrupt_host == Some((region, host));
+        let services = if manager { Default::default() } else { super::scenario::host_services(host) };
         let data_dir = run_dir.join(&name);
-        world.agents.push(AgentSlot { name, region, manager, incarnation: 0, data_dir, corrupt });
+        world.agents.push(AgentSlot { name, region, manager, incarnation: 0, data_dir, corrupt, services });
     }
     for index in 0..VOTERS + scenario.learners {
         let voter = index < VOTERS;
@@ -428,8 +433,8 @@ fn act(
 }
 
 /// Whether the healed cluster has converged: a leader, every build terminal, every acknowledged build
-/// present, and every replica (voters and learners) applied as far as the leader. Violations of the final
-/// checks are errors.
+/// present, every replica (voters and learners) applied as far as the leader, and with region agents every
+/// host agent on the desired versions that target it. Violations of the final checks are errors.
 fn converged(world: &World, checker: &Checker) -> Result<bool, Violation> {
     if !world.client_done {
         return Ok(false);
@@ -458,36 +463,82 @@ fn converged(world: &World, checker: &Checker) -> Result<bool, Violation> {
     Ok(true)
 }
 
-/// Every host agent runs, for each service, the desired version its region's learner holds.
+/// Every host agent a desired version targets runs it (or was reported failed for it), as its region's
+/// learner holds them.
 fn hosts_run_desired(world: &World) -> bool {
     hosts_behind(world).is_empty()
 }
 
-/// Host agents whose `current` differs from their region's desired version, in words.
-fn hosts_behind(world: &World) -> Vec<String> {
+/// What one host agent's region says of it for one desired version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Its `current` link is the desired version's release.
+    Runs,
+    /// The region's manager reported it failed for this generation (fetch, verify, install or activate):
+    /// final for the generation, the manager does not send it the deploy again.
+    ReportedFailed,
+    /// Neither yet.
+    Behind,
+}
+
+/// For every host agent and every desired version in its region's learner state that targets it
+/// ([`HostDeclaration::runs`], as the manager decides): where it is, in words, with its progress. A host the
+/// version does not target is not expected to run it (`host_runs_only_its_services` holds it to not).
+fn host_progress(world: &World) -> Vec<(Progress, String)> {
     let learners: Vec<_> = world.nodes.iter().filter(|n| !n.voter).collect();
-    let mut behind = Vec::new();
+    let cluster = ClusterName::parse(agents::CLUSTER).ok();
+    let mut progress = Vec::new();
     for agent in world.agents.iter().filter(|a| !a.manager) {
-        let Some(node) = learners.get(agent.region).and_then(|l| l.node.as_ref()) else {
-            behind.push(format!("{}: its learner is down", agent.name));
+        let Some((learner, node)) = learners.get(agent.region).and_then(|l| Some((l, l.node.as_ref()?))) else {
+            progress.push((Progress::Behind, format!("{}: its learner is down", agent.name)));
             continue;
         };
-        let desired = node.read(|v| v.state.desired.clone());
-        for (service, version) in desired {
-            let current =
-                super::invariants::host_activates_only_manifest_bytes::current(&agent.data_dir, service.as_str());
-            let at = current.as_ref().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("nothing");
-            if at != version.artifact.digest.as_str() {
+        let region = agents::region_of(&learner.name);
+        let declaration = HostDeclaration { services: agent.services.clone(), labels: BTreeMap::new() };
+        node.read(|v| {
+            for (service, version) in &v.state.desired {
+                if !declaration.runs(service, &version.artifact.deploy) {
+                    continue;
+                }
+                let current =
+                    super::invariants::host_activates_only_manifest_bytes::current(&agent.data_dir, service.as_str());
+                let at = current.as_ref().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("nothing");
                 let want = agents::short(&version.artifact.digest);
-                behind.push(format!(
-                    "{} runs {service} at {} not {want}",
-                    agent.name,
-                    at.rsplit(':').next().unwrap_or(at)
-                ));
+                let generation = version.generation;
+                if at == version.artifact.digest.as_str() {
+                    progress.push((Progress::Runs, format!("{} runs {service} at {want}", agent.name)));
+                    continue;
+                }
+                let reported = cluster.as_ref().and_then(|c| {
+                    let rollout = v.state.rollouts.get(&(service.clone(), generation))?;
+                    let failures = &rollout.get(&(region.clone(), c.clone()))?.failures;
+                    failures.hosts.iter().find(|f| f.host == agent.name).map(|f| f.reason.clone())
+                });
+                let at = at.rsplit(':').next().unwrap_or(at);
+                match reported {
+                    Some(reason) => progress.push((
+                        Progress::ReportedFailed,
+                        format!("{} failed {service} generation {generation} ({reason}), runs {at}", agent.name),
+                    )),
+                    None => {
+                        progress.push((Progress::Behind, format!("{} runs {service} at {at} not {want}", agent.name)))
+                    }
+                }
             }
-        }
+        });
     }
-    behind
+    progress
+}
+
+/// Host agents that neither run the desired version that targets them nor were reported failed, in words.
+fn hosts_behind(world: &World) -> Vec<String> {
+    host_progress(world).into_iter().filter(|(p, _)| *p == Progress::Behind).map(|(_, what)| what).collect()
+}
+
+/// Host agents the convergence accepted as reported failed, in words (for the trace: in the simulation a
+/// host fails only under a bug or a fault that outlasted its deploy).
+fn hosts_reported_failed(world: &World) -> Vec<String> {
+    host_progress(world).into_iter().filter(|(p, _)| *p == Progress::ReportedFailed).map(|(_, what)| what).collect()
 }
 
 /// Why the cluster has not converged, for the failure report.

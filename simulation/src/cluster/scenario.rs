@@ -4,8 +4,10 @@
 //! run's inner randomness (elections, message latencies) unfolds, which makes a failing seed easy to read:
 //! the plan is printed at the top of the trace.
 
+use cascade_core::ServiceName;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeSet;
 use std::fmt;
 
 /// Voters in every run (the home region's three).
@@ -193,6 +195,23 @@ impl Scenario {
     pub fn node_name(&self, index: usize) -> String {
         node_name(index)
     }
+}
+
+/// The services the client builds and deploys.
+pub const SERVICES: [&str; 2] = ["api", "web"];
+
+/// The services host agent `host` (its index in its region) runs, the same mix in every region: the first
+/// runs both, the second only `api`, the third only `web`, a fourth (in regions of 4) none. So each
+/// service's swarm is two hosts of the region, every deploy leaves at least one host of the region out,
+/// and a host that runs nothing must receive nothing. Not drawn: a seed's draws stay those of before.
+pub fn host_services(host: usize) -> BTreeSet<ServiceName> {
+    let runs: &[&str] = match host {
+        0 => &SERVICES,
+        1 => &SERVICES[..1],
+        2 => &SERVICES[1..],
+        _ => &[],
+    };
+    runs.iter().filter_map(|s| ServiceName::parse(*s).ok()).collect()
 }
 
 /// Host name of region `region`'s manager (`m1` serves the first learner's region).

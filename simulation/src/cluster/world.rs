@@ -12,7 +12,7 @@ use cascade_raft_node::store::MemSnapshots;
 use cascade_raft_node::types::NodeId;
 use cascade_raft_node::Node;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -66,6 +66,9 @@ pub struct AgentSlot {
     pub data_dir: PathBuf,
     /// A host agent that flips a byte of every chunk it serves.
     pub corrupt: bool,
+    /// The services a host agent runs (its config's `services`; empty for a manager): deploys of other
+    /// services must never reach it ([`super::scenario::host_services`] assigns them).
+    pub services: BTreeSet<ServiceName>,
 }
 
 /// The blob stores: where workers upload, and one store per learner region.

@@ -9,6 +9,7 @@
 pub mod acknowledged_build_never_lost;
 pub mod desired_generation_grows;
 pub mod host_activates_only_manifest_bytes;
+pub mod host_runs_only_its_services;
 pub mod leader_completeness;
 pub mod log_matching;
 pub mod no_stale_lease_result;
@@ -224,14 +225,17 @@ impl Checker {
         };
         for activation in pending {
             let Some(slot) = world.agents.get(activation.agent) else { continue };
-            let (name, dir) = (slot.name.clone(), slot.data_dir.clone());
+            let (name, dir, runs) = (slot.name.clone(), slot.data_dir.clone(), slot.services.clone());
             self.stats.activations += 1;
             let short = super::agents::short(&activation.digest);
             world.trace.push(now, &name, format!("activated {} at {short}", activation.service));
+            host_runs_only_its_services::check_activation(&name, &runs, &activation.service, &activation.digest)?;
             self.releases.check(&name, &dir, &activation.service, &self.shadow.artifacts)?;
         }
         if scan {
+            let built = host_runs_only_its_services::services_by_digest(&self.shadow);
             for slot in world.agents.iter().filter(|a| !a.manager) {
+                host_runs_only_its_services::check_files(&slot.name, &slot.data_dir, &slot.services, &built)?;
                 for service in self.shadow.desired.keys() {
                     self.releases.check(&slot.name, &slot.data_dir, service, &self.shadow.artifacts)?;
                 }
