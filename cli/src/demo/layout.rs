@@ -19,8 +19,28 @@ pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 pub const VOTERS: u64 = 3;
 /// Build workers.
 pub const WORKERS: usize = 2;
-/// The example service.
-pub const SERVICE: &str = "hello";
+/// One of the demo's example services: what it is called, the example repository it is built from, and
+/// the `pool` label of the hosts that run it.
+#[derive(Debug)]
+pub struct ServiceSlot {
+    /// The service name builds are submitted and deployed under.
+    pub name: &'static str,
+    /// Directory of its example git repository under the data dir.
+    pub repo: &'static str,
+    /// The `pool` label of its hosts (the build's `placement` selects it).
+    pub pool: &'static str,
+    /// The first word of its `GET /` answer.
+    pub greeting: &'static str,
+}
+
+/// The example services: `hello` on the first hosts of each region (3 of 5), `greeter` on the others, so a
+/// deploy of one never reaches the hosts of the other.
+pub const SERVICES: [ServiceSlot; 2] = [
+    ServiceSlot { name: "hello", repo: "example", pool: "web", greeting: "hello" },
+    ServiceSlot { name: "greeter", repo: "example-greeter", pool: "api", greeting: "greetings" },
+];
+/// Fewest hosts per region: one for each example service.
+pub const MIN_HOSTS_PER_REGION: usize = SERVICES.len();
 
 /// One bearer token per role, generated on the first run and kept in `tokens.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,14 +131,15 @@ impl Layout {
         Self { data_dir, nodes, hosts_per_region, base_port }
     }
 
-    /// Every port the demo binds, TCP (nodes, metrics) then UDP (agents), so that a clash is found before
-    /// anything starts.
+    /// Every port the demo binds, TCP (nodes, metrics, the services) then UDP (agents), so that a clash is
+    /// found before anything starts.
     pub fn ports(&self) -> (Vec<u16>, Vec<u16>) {
         let mut tcp: Vec<u16> = self.nodes.iter().map(|n| n.addr.port()).collect();
         tcp.extend((0..WORKERS).map(|w| self.worker_metrics(w).port()));
         tcp.extend((0..REGIONS.len()).map(|r| self.manager_metrics(r).port()));
         for r in 0..REGIONS.len() {
             tcp.extend((0..self.hosts_per_region).map(|h| self.host_metrics(r, h).port()));
+            tcp.extend((0..self.hosts_per_region).map(|h| self.service_port(r, h)));
         }
         let mut udp: Vec<u16> = (0..REGIONS.len()).map(|r| self.manager_addr(r).port()).collect();
         for r in 0..REGIONS.len() {
@@ -127,9 +148,35 @@ impl Layout {
         (tcp, udp)
     }
 
-    /// The highest port the layout uses (ports are `base .. base + 400 + regions × hosts`).
+    /// The highest port the layout uses (ports are `base .. base + 600 + regions × hosts`).
     pub fn last_port(&self) -> u32 {
-        u32::from(self.base_port) + 400 + (REGIONS.len() * self.hosts_per_region) as u32
+        u32::from(self.base_port) + 600 + (REGIONS.len() * self.hosts_per_region) as u32
+    }
+
+    /// The example service host `host` (of any region) runs, as an index into [`SERVICES`]: the first
+    /// three fifths of the hosts (at least one) run `hello`, the others (at least one) `greeter`.
+    pub fn service_of_host(&self, host: usize) -> usize {
+        let second = (self.hosts_per_region * 2 / 5).max(1);
+        usize::from(host + second >= self.hosts_per_region)
+    }
+
+    /// The hosts (region, host) that run `SERVICES[service]`, region by region.
+    pub fn hosts_of(&self, service: usize) -> Vec<(usize, usize)> {
+        (0..REGIONS.len())
+            .flat_map(|r| (0..self.hosts_per_region).map(move |h| (r, h)))
+            .filter(|(_, h)| self.service_of_host(*h) == service)
+            .collect()
+    }
+
+    /// The TCP port the service of host `host` of region `region` listens on (its `PORT`): one per host,
+    /// every host runs one service.
+    pub fn service_port(&self, region: usize, host: usize) -> u16 {
+        self.base_port + 600 + (region * self.hosts_per_region + host) as u16
+    }
+
+    /// Where to reach the service of a host.
+    pub fn service_url(&self, region: usize, host: usize) -> String {
+        format!("http://127.0.0.1:{}/", self.service_port(region, host))
     }
 
     /// Voters' `host:port`.
@@ -187,9 +234,14 @@ impl Layout {
         self.data_dir.join("hosts").join(Self::host_name(region, host))
     }
 
-    /// The `file://` URL of the example repository.
-    pub fn example_repo(&self) -> PathBuf {
-        self.data_dir.join("example")
+    /// Every host's data dir.
+    pub fn all_host_dirs(&self) -> Vec<PathBuf> {
+        (0..REGIONS.len()).flat_map(|r| (0..self.hosts_per_region).map(move |h| self.host_dir(r, h))).collect()
+    }
+
+    /// The example repository of `SERVICES[service]`.
+    pub fn example_repo(&self, service: usize) -> PathBuf {
+        self.data_dir.join(SERVICES[service].repo)
     }
 
     fn store(&self, name: &str) -> StoreConfig {
@@ -284,8 +336,16 @@ impl Layout {
                 t.insert("manager".into(), self.manager_addr(r).to_string().into());
                 t.insert("metrics_listen".into(), self.host_metrics(r, h).to_string().into());
                 t.insert("data_dir".into(), path_value(&self.host_dir(r, h)));
-                // The example service prints its version: the hook proves the activated bytes run.
-                t.insert("activation_hook".into(), "sh \"$CASCADE_RELEASE/artifact\"".into());
+                // What the host runs: a deploy of the other service never reaches it.
+                let service = &SERVICES[self.service_of_host(h)];
+                t.insert("services".into(), vec![service.name].into());
+                let mut labels = toml::Table::new();
+                labels.insert("pool".into(), service.pool.into());
+                labels.insert("region".into(), REGIONS[r].into());
+                t.insert("labels".into(), labels.into());
+                let mut env = toml::Table::new();
+                env.insert("PORT".into(), self.service_port(r, h).to_string().into());
+                t.insert("env".into(), env.into());
                 t.insert("tls".into(), self.tls_section(&name).into());
                 let path = self.write_table(&name, &t)?;
                 cascade_region_agent::host::HostConfig::load(&path)?;
@@ -358,13 +418,44 @@ mod tests {
         let specs = layout.write_configs(&tokens).unwrap();
         assert_eq!(specs.len(), 6 + WORKERS + 3 + 15);
         let (tcp, udp) = layout.ports();
+        assert_eq!(tcp.len(), 6 + WORKERS + 3 + 2 * 15, "every host's metrics and service port");
         let mut all: Vec<u16> = tcp.iter().chain(udp.iter()).copied().collect();
         let before = all.len();
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), before, "ports overlap");
         assert!(u32::from(*all.last().unwrap()) <= layout.last_port());
+        // Each host runs one service on its own port, named in its config's `env`.
+        let host = cascade_region_agent::host::HostConfig::load(&dir.path().join("config/eu-west-host4.toml")).unwrap();
+        assert_eq!(host.services.iter().map(|s| s.to_string()).collect::<Vec<_>>(), ["greeter"]);
+        assert_eq!(host.labels.get("pool").map(String::as_str), Some("api"));
+        assert_eq!(host.env.get("PORT"), Some(&layout.service_port(1, 4).to_string()));
         let again = Tokens::load_or_create(&dir.path().join("tokens.json")).unwrap();
         assert_eq!(again.admin, tokens.admin, "tokens are kept across runs");
+    }
+
+    #[test]
+    fn every_service_runs_on_some_hosts_of_every_region_and_no_host_runs_two() {
+        for hosts in [MIN_HOSTS_PER_REGION, 3, 4, 5, 10, 50] {
+            let layout = Layout::new(PathBuf::from("/nonexistent"), 7001, hosts);
+            let hello = layout.hosts_of(0);
+            let greeter = layout.hosts_of(1);
+            assert_eq!(hello.len() + greeter.len(), 3 * hosts, "{hosts} per region");
+            for region in 0..REGIONS.len() {
+                assert!(hello.iter().any(|(r, _)| *r == region), "{hosts} per region");
+                assert!(greeter.iter().any(|(r, _)| *r == region), "{hosts} per region");
+            }
+            assert!(hello.len() >= greeter.len(), "{hosts} per region");
+            let (tcp, udp) = layout.ports();
+            let mut all: Vec<u16> = tcp.iter().chain(udp.iter()).copied().collect();
+            let before = all.len();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), before, "ports overlap with {hosts} hosts per region");
+            assert!(u32::from(*all.last().unwrap()) <= layout.last_port());
+        }
+        let five = Layout::new(PathBuf::from("/nonexistent"), 7001, 5);
+        assert_eq!(five.hosts_of(0).len(), 9, "hello on hosts 0-2");
+        assert_eq!(five.hosts_of(1), [(0, 3), (0, 4), (1, 3), (1, 4), (2, 3), (2, 4)]);
     }
 }

@@ -2,8 +2,11 @@
 //!
 //! Real processes of this same binary (see [`processes`]): 3 voters, a learner for each of 3 regions, 2
 //! build workers, a region manager and N hosts per region, local-directory blob stores, a generated CA, and
-//! an example git repository ([`example`]). It then submits a first build and, with `--deploy`, deploys it
-//! and follows the rollout. Ctrl-C (or `--deadline`) stops every process and exits 0.
+//! two example git repositories ([`example`]), one per example service: `hello` runs on the first hosts of
+//! each region, `greeter` on the others, each a tiny HTTP server on its host's own port. It then submits a
+//! first build of each and, with `--deploy`, deploys them and follows the rollouts until every host that
+//! runs a service has it healthy. Ctrl-C (or `--deadline`) stops every process, and the services the
+//! hosts started, and exits 0.
 
 mod example;
 mod layout;
@@ -14,7 +17,7 @@ use anyhow::Context;
 use cascade_client::Client;
 use cascade_core::api::AddMemberRequest;
 use cascade_core::Region;
-use layout::{Layout, Tokens, REGIONS};
+use layout::{Layout, Tokens, MIN_HOSTS_PER_REGION, REGIONS, SERVICES};
 use processes::Supervisor;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,12 +36,12 @@ pub struct DemoArgs {
     /// Deploy the first build as soon as it has succeeded and reached every region.
     #[arg(long)]
     deploy: bool,
-    /// First port: nodes use BASE..BASE+5 (TCP), the agents' QUIC BASE+100.. (UDP), and Prometheus /metrics of
-    /// workers BASE+50.., managers BASE+60.., hosts BASE+400.. (TCP).
+    /// First port: nodes use BASE..BASE+5 (TCP), the agents' QUIC BASE+100.. (UDP), Prometheus /metrics of
+    /// workers BASE+50.., managers BASE+60.., hosts BASE+400.., and the hosts' services BASE+600.. (TCP).
     #[arg(long, default_value_t = 7001)]
     base_port: u16,
-    /// Host agents per region.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
+    /// Host agents per region: the first three fifths run `hello`, the others `greeter` (at least one each).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(MIN_HOSTS_PER_REGION as i64..=50))]
     hosts_per_region: u16,
     /// Stop everything after this many seconds, as Ctrl-C would (for scripts and tests).
     #[arg(long)]
@@ -99,10 +102,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot delete {} for --fresh", data_dir.display()))?;
     }
     std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    // Absolute: a service's `activate` runs in its release dir and starts `$CASCADE_RELEASE/<name>`.
+    let data_dir = data_dir.canonicalize().with_context(|| format!("cannot resolve {}", data_dir.display()))?;
     let layout = Layout::new(data_dir.clone(), args.base_port, usize::from(args.hosts_per_region));
+    // A demo that was killed (not stopped) leaves its services running on their ports; its other processes
+    // went with it. While the nodes' ports are taken this installation may be running: leave it be.
+    let nodes_free = layout.nodes.iter().all(|n| std::net::TcpListener::bind(n.addr).is_ok());
+    if nodes_free {
+        let left = processes::stop_services(&layout.all_host_dirs(), Duration::from_secs(5));
+        if !left.is_empty() {
+            println!("stopped {} services a previous run left running", left.len());
+        }
+    }
     check_ports(&layout)?;
     let tokens = Tokens::load_or_create(&data_dir.join("tokens.json"))?;
-    let commit = example::ensure_repo(&layout.example_repo())?;
+    let mut commits = Vec::new();
+    for (i, service) in SERVICES.iter().enumerate() {
+        commits.push(example::ensure_repo(&layout.example_repo(i), service)?);
+    }
     layout.ensure_certs()?;
     let specs = layout.write_configs(&tokens)?;
     let exe = std::env::current_exe().context("cannot find the cascade binary to start the demo's processes")?;
@@ -125,8 +142,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             supervisor.start(spec)?;
         }
         print_welcome(&layout, &tokens);
-        write_summary(&layout, &tokens, &supervisor)?;
-        let walk = walkthrough::first_build(&layout, &tokens, &commit, args.deploy);
+        write_summary(&layout, &tokens, &supervisor, &commits)?;
+        let walk = walkthrough::first_build(&layout, &tokens, &commits, args.deploy);
         tokio::pin!(walk);
         let mut walking = true;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -150,6 +167,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let killed = supervisor.stop_all(Duration::from_secs(15));
     if !killed.is_empty() {
         println!("killed after 15 s without exiting: {}", killed.join(", "));
+    }
+    // After the agents: none of them can start a service again meanwhile.
+    let services = processes::stop_services(&layout.all_host_dirs(), Duration::from_secs(5));
+    if !services.is_empty() {
+        println!("stopped {} services the hosts had started", services.len());
     }
     println!("stopped; `cascade demo` again resumes this installation, `cascade demo --fresh` starts over");
     Ok(ExitCode::SUCCESS)
@@ -221,25 +243,55 @@ fn print_welcome(layout: &Layout, tokens: &Tokens) {
         REGIONS.len(),
         REGIONS.len() * layout.hosts_per_region
     );
+    println!("  example services (each host runs one, on its own port; `env` in config/<host>.toml):");
+    for (i, service) in SERVICES.iter().enumerate() {
+        let hosts = layout.hosts_of(i);
+        let (region, host) = hosts[0];
+        println!(
+            "    {:<9} {} hosts (pool = \"{}\"), e.g. curl {}  ({})",
+            service.name,
+            hosts.len(),
+            service.pool,
+            layout.service_url(region, host),
+            Layout::host_name(region, host)
+        );
+    }
     println!("  Prometheus metrics (one of each kind; ports in config/*.toml):");
     for (kind, url) in layout.metrics_urls() {
         println!("    {kind:<9} {url}");
     }
     println!("  from another terminal:");
     println!("    export CASCADE_SERVER={} CASCADE_TOKEN={}", layout.urls()[0], tokens.deployer);
-    println!("    cascade status; cascade build list; cascade deploy --service {} --build 1 --follow", layout::SERVICE);
+    println!("    cascade status; cascade build list; cascade status --service {}", SERVICES[0].name);
     println!("  Ctrl-C stops everything.");
     println!();
 }
 
-/// `demo.json`: the console URL, tokens and process ids, for scripts and tests.
-fn write_summary(layout: &Layout, tokens: &Tokens, supervisor: &Supervisor) -> anyhow::Result<()> {
+/// `demo.json`: the console URL, tokens, process ids, and each example service's repository, commit and
+/// hosts with their URLs, for scripts and tests.
+fn write_summary(layout: &Layout, tokens: &Tokens, supervisor: &Supervisor, commits: &[String]) -> anyhow::Result<()> {
+    let mut services = serde_json::Map::new();
+    for (i, service) in SERVICES.iter().enumerate() {
+        let hosts: serde_json::Map<String, serde_json::Value> = layout
+            .hosts_of(i)
+            .into_iter()
+            .map(|(r, h)| (Layout::host_name(r, h), layout.service_url(r, h).into()))
+            .collect();
+        services.insert(
+            service.name.to_string(),
+            serde_json::json!({
+                "repo": format!("file://{}", layout.example_repo(i).display()),
+                "commit": commits[i],
+                "pool": service.pool,
+                "hosts": hosts,
+            }),
+        );
+    }
     let summary = serde_json::json!({
         "console": layout.console_url(),
         "servers": layout.urls(),
         "tokens": tokens,
-        "service": layout::SERVICE,
-        "repo": format!("file://{}", layout.example_repo().display()),
+        "services": services,
         "pids": supervisor.pids(),
         "metrics": layout.metrics_urls().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     });
