@@ -143,8 +143,15 @@ pub async fn deploy(
         }
         RolloutEnd::HostsFailed(t) => {
             eprintln!(
-                "{service} generation {}: {} of {} hosts failed (`cascade status --service {service}`; host agents' logs say why)",
+                "{service} generation {}: {} of {} hosts failed and are back on their previous release (`cascade status --service {service}` lists them with their reasons)",
                 desired.generation, t.failed, t.total
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        RolloutEnd::NoTargetedHosts => {
+            eprintln!(
+                "{service} generation {}: no host runs it: no host lists {service} in `services`, or the build's placement matches none (`cascade status --service {service}`)",
+                desired.generation
             );
             Ok(ExitCode::FAILURE)
         }

@@ -81,6 +81,8 @@ pub enum RolloutEnd {
     Complete(Totals),
     /// Some hosts failed and every other one is active.
     HostsFailed(Totals),
+    /// Every region reported, and no host in any cluster runs the service with this placement.
+    NoTargetedHosts,
     /// Someone aborted it.
     Aborted,
     /// A newer deploy replaced it.
@@ -144,6 +146,10 @@ pub async fn rollout(
         if all_reported && now.total > 0 && now.active == now.total {
             bar.finish();
             return Ok(RolloutEnd::Complete(now));
+        }
+        if all_reported && !status.rollout.is_empty() && now.total == 0 {
+            bar.abandon();
+            return Ok(RolloutEnd::NoTargetedHosts);
         }
         if now.total > 0 && now.failed > 0 && now.active + now.failed == now.total {
             bar.abandon();

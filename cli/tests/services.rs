@@ -99,7 +99,33 @@ fn service_pids(dir: &Path) -> Vec<u32> {
     pids
 }
 
+/// The hosts' step logs and service output, for a failure message.
+fn service_logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for host in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for service in std::fs::read_dir(host.path().join("services")).into_iter().flatten().flatten() {
+            for log in ["activate.log", "stop.log", "run/out.log"] {
+                if let Ok(text) = std::fs::read_to_string(service.path().join(log)) {
+                    out.push_str(&format!("--- {}: {}\n{text}\n", service.path().display(), log));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One `GET`, tried a few times (bounded): the server is another process, serving one request at a time.
 fn http(port: u16, path: &str) -> Option<(u16, String)> {
+    for _ in 0..20 {
+        if let Some(answer) = http_once(port, path) {
+            return Some(answer);
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    None
+}
+
+fn http_once(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
@@ -169,6 +195,7 @@ async fn wait_built(client: &Client, id: JobId) -> Digest {
 /// Waits until every region reports generation `generation` of `service` with `healthy` and `failed` hosts
 /// out of `total`; returns the deployment status.
 async fn wait_counts(
+    dir: &Path,
     client: &Client,
     service: &str,
     generation: u64,
@@ -188,7 +215,12 @@ async fn wait_counts(
         if done {
             return status;
         }
-        assert!(Instant::now() < deadline, "{service} generation {generation}: {:?}", status.rollout);
+        assert!(
+            Instant::now() < deadline,
+            "{service} generation {generation}: {:?}\n{}",
+            status.rollout,
+            service_logs(dir)
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -203,11 +235,12 @@ fn cascade_status(server: &str, service: &str) -> String {
 }
 
 /// Every host that runs `svc-a` is on `digest` and its server answers `hello VERSION`.
-fn assert_a_runs(hosts: &[Host], digest: &Digest, version: &str) {
+fn assert_a_runs(dir: &Path, hosts: &[Host], digest: &Digest, version: &str) {
     for host in hosts.iter().filter(|h| h.runs_a) {
         assert_eq!(host.agent.current_digest("svc-a").as_ref(), Some(digest), "{}", host.agent.name);
         let answer = http(host.port, "/");
-        assert_eq!(answer, Some((200, format!("hello {version}"))), "{} on port {}", host.agent.name, host.port);
+        let expected = Some((200, format!("hello {version}")));
+        assert_eq!(answer, expected, "{} on port {}\n{}", host.agent.name, host.port, service_logs(dir));
     }
 }
 
@@ -302,10 +335,10 @@ async fn services_reach_only_their_hosts_start_check_and_fall_back() {
 
     // svc-a reaches its 2 hosts per region, runs there with its mode set, and nowhere else.
     deployer.deploy(&svc_a, ids[0]).await.expect("deploy a1");
-    let status = wait_counts(&deployer, "svc-a", 1, (2, 2, 0)).await;
+    let status = wait_counts(dir.path(), &deployer, "svc-a", 1, (2, 2, 0)).await;
     let cluster = status.rollout.values().next().and_then(|c| c.values().next()).unwrap();
     assert_eq!(cluster.counts.cluster_hosts, 4, "{:?}", cluster.counts);
-    assert_a_runs(&hosts, &digests[0], "a1");
+    assert_a_runs(dir.path(), &hosts, &digests[0], "a1");
     for host in &hosts {
         if host.runs_a {
             let file = host.agent.current_file("svc-a").expect("installed");
@@ -321,7 +354,7 @@ async fn services_reach_only_their_hosts_start_check_and_fall_back() {
 
     // svc-b reaches only the host of each region that runs it and is in pool batch.
     deployer.deploy(&svc_b, ids[1]).await.expect("deploy b1");
-    wait_counts(&deployer, "svc-b", 1, (1, 1, 0)).await;
+    wait_counts(dir.path(), &deployer, "svc-b", 1, (1, 1, 0)).await;
     for host in &hosts {
         if host.runs_b {
             assert_eq!(host.agent.current_digest("svc-b").as_ref(), Some(&digests[1]), "{}", host.agent.name);
@@ -333,8 +366,8 @@ async fn services_reach_only_their_hosts_start_check_and_fall_back() {
 
     // A build whose activate exits 2: every targeted host goes back to a1, and a1 answers again.
     let g2 = deployer.deploy(&svc_a, ids[2]).await.expect("deploy a2").generation;
-    let status = wait_counts(&deployer, "svc-a", g2, (2, 0, 2)).await;
-    assert_a_runs(&hosts, &digests[0], "a1");
+    let status = wait_counts(dir.path(), &deployer, "svc-a", g2, (2, 0, 2)).await;
+    assert_a_runs(dir.path(), &hosts, &digests[0], "a1");
     for clusters in status.rollout.values() {
         let failures = &clusters.values().next().unwrap().failures;
         assert_eq!(failures.hosts.len(), 2, "{failures:?}");
@@ -349,8 +382,8 @@ async fn services_reach_only_their_hosts_start_check_and_fall_back() {
 
     // A build whose health endpoint answers 500: back to a1 as well, with the probe's answer as the reason.
     let g3 = deployer.deploy(&svc_a, ids[3]).await.expect("deploy a3").generation;
-    let status = wait_counts(&deployer, "svc-a", g3, (2, 0, 2)).await;
-    assert_a_runs(&hosts, &digests[0], "a1");
+    let status = wait_counts(dir.path(), &deployer, "svc-a", g3, (2, 0, 2)).await;
+    assert_a_runs(dir.path(), &hosts, &digests[0], "a1");
     for clusters in status.rollout.values() {
         for f in &clusters.values().next().unwrap().failures.hosts {
             assert!(f.reason.contains("health: GET http://127.0.0.1:"), "{}: {}", f.host, f.reason);
@@ -362,7 +395,7 @@ async fn services_reach_only_their_hosts_start_check_and_fall_back() {
 
     // A placement that matches no host: reported as such, nothing moves, b1 keeps running.
     let g4 = deployer.deploy(&svc_b, ids[4]).await.expect("deploy b2").generation;
-    wait_counts(&deployer, "svc-b", g4, (0, 0, 0)).await;
+    wait_counts(dir.path(), &deployer, "svc-b", g4, (0, 0, 0)).await;
     let text = cascade_status(&servers[0], "svc-b");
     assert!(text.contains("placement matches none of its 4 hosts"), "{text}");
     for host in &hosts {

@@ -119,6 +119,12 @@ impl HostConfig {
     }
 }
 
+/// The host's own check that it runs `service`, behind the manager's targeting. The simulation's planted
+/// targeting bug turns off both, or the host would hide the manager's.
+fn runs(config: &HostConfig, service: &ServiceName) -> bool {
+    config.services.contains(service) || crate::manager::fault_injection::ignores_targeting()
+}
+
 /// How long a host waits for a manager's QUIC handshake before trying the next one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -276,6 +282,14 @@ async fn control_session<T: Transport>(
                 }
                 ManagerMessage::Refused { reason } => anyhow::bail!("refused: {reason}"),
                 ManagerMessage::Prepare { service, generation, download, manifest } => {
+                    if !runs(&host.config, &service) {
+                        // The manager's targeting is the first line; the host's own list is the last.
+                        tracing::warn!(%service, "refusing a download of a service this host does not run");
+                        let reason =
+                            format!("{} does not run {service} (see `services` in its config)", host.config.name);
+                        let _ = tx.send(HostMessage::DownloadFailed { download, reason });
+                        continue;
+                    }
                     downloads.insert(download, manifest.digest.clone());
                     let host = host.clone();
                     let tx = tx.clone();
@@ -314,7 +328,7 @@ async fn control_session<T: Transport>(
                     }
                 },
                 ManagerMessage::Activate { service, generation, digest, spec } => {
-                    if !host.config.services.contains(&service) {
+                    if !runs(&host.config, &service) {
                         // The manager's targeting is the first line; the host's own list is the last.
                         tracing::warn!(%service, "refusing to activate a service this host does not run");
                         let reason =

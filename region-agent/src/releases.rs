@@ -235,8 +235,12 @@ impl Releases {
                 std::fs::write(release.join("manifest.json"), download.manifest.to_json())
                     .map_err(|e| disk("write the manifest", e))?;
                 std::fs::rename(&download.path, &artifact).map_err(|e| disk("move the artifact", e))?;
+                // Reopened read-only: while this process holds it open for writing, executing the installed
+                // file fails with ETXTBSY ("Text file busy"). A complete download is never written again.
+                let read_only = File::open(&artifact).map_err(|e| disk("reopen the artifact", e))?;
                 if let Some(d) = self.downloads.get_mut(digest) {
                     d.path = artifact.clone();
+                    d.file = read_only;
                 }
             }
         }
@@ -360,5 +364,42 @@ mod tests {
         let mut restarted = Releases::open(dir.path(), 3).expect("reopen");
         let (held, _) = restarted.prepare(&manifest).expect("prepare again");
         assert_eq!(held, vec![1, 3], "exactly the chunks written before the restart are kept");
+    }
+
+    #[test]
+    fn a_release_is_installed_under_its_name_and_mode_and_runs_while_the_agent_holds_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = b"#!/bin/sh\necho installed and running\n".to_vec();
+        let mut builder = cascade_core::ManifestBuilder::new(64 * 1024).expect("chunk size");
+        builder.push(&script).expect("chunk");
+        let manifest = builder.finish();
+        let mut releases = Releases::open(dir.path(), 3).expect("open");
+        releases.prepare(&manifest).expect("prepare");
+        releases.get_mut(&manifest.digest).expect("download").write_chunk(0, &script).expect("chunk");
+        let service = ServiceName::parse("hello").unwrap();
+        let spec = DeploySpec { install_as: "hello".into(), mode: 0o750, ..DeploySpec::default() };
+        let release = releases.install(&service, &manifest.digest, &spec).expect("install");
+        releases.switch(&service, Some(&release)).expect("switch");
+        let installed = dir.path().join("services/hello/current/hello");
+        let mode = std::fs::metadata(&installed).expect("installed").permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o750);
+        assert_eq!(Releases::recorded_spec(&release, &service), Some(spec));
+        // The agent still holds the file (to serve its chunks): executing it must not fail with ETXTBSY.
+        let out = std::process::Command::new(&installed).output().expect("the installed file runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "installed and running\n");
+        // A restarted agent finds the release under its name and serves it again.
+        drop(releases);
+        let mut again = Releases::open(dir.path(), 3).expect("reopen");
+        again.load_kept().expect("load kept");
+        assert!(again.get(&manifest.digest).is_some_and(Download::complete));
+        releases_switch_back_and_forth(&again, &service, &release);
+    }
+
+    fn releases_switch_back_and_forth(releases: &Releases, service: &ServiceName, release: &Path) {
+        releases.switch(service, None).expect("remove current");
+        assert_eq!(releases.current(service), None);
+        releases.switch(service, Some(release)).expect("switch back");
+        assert_eq!(releases.current(service).as_deref(), Some(release));
     }
 }

@@ -111,6 +111,9 @@ async fn switch_to<T: Transport>(
     };
     // A failed install changed nothing that runs: the previous release stays linked and running.
     let release = installed.map_err(|e| format!("install: {e}"))?;
+    // Already current (the manager asks again after the host reconnected): start it again, and on failure
+    // leave the link alone; there is no other release to go back to.
+    let already_current = previous.as_ref() == Some(&release);
     let previous = previous.filter(|p| *p != release);
     let previous_spec = previous.as_deref().and_then(|p| crate::releases::Releases::recorded_spec(p, service));
     let env = |release: &Path, previous: Option<&Path>| host.service_env(service, generation, release, previous);
@@ -132,6 +135,9 @@ async fn switch_to<T: Transport>(
         if let Err(e) = run_step(host, service, "stop", stop, &env(&release, None), &release, timeout).await {
             tracing::warn!(%service, "the failed release's {e}");
         }
+    }
+    if already_current {
+        return Err(format!("{failure}\n(it was already the current release; left in place)"));
     }
     host.releases.lock().expect("releases lock").switch(service, previous.as_deref())?;
     let restored = match (&previous, &previous_spec) {

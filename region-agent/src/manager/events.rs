@@ -149,7 +149,7 @@ impl<C: ControlPlane> Manager<C> {
         };
         self.manifests.write().expect("manifests lock").insert(manifest.digest.clone(), manifest.clone());
         let next = DownloadId::try_from(self.downloads.len()).expect("fewer than 2^32 artifacts");
-        let download = *self.downloads.entry(manifest.digest.clone()).or_insert(next);
+        let download = *self.downloads.entry((service.clone(), manifest.digest.clone())).or_insert(next);
         tracing::info!(%service, generation, chunks, download, "replicated here: rollout starts");
         rollout.phase = Phase::Running { manifest: manifest.clone(), scheduler, download };
         let spec = rollout.spec.clone();

@@ -194,7 +194,11 @@ struct Manager<C: ControlPlane> {
     next_session: u64,
     /// The number each artifact goes by in per-chunk messages, for the manager's life (one digest, one
     /// number, as hosts keep one download per digest).
-    downloads: BTreeMap<Digest, DownloadId>,
+    ///
+    /// Per service as well as digest: two services may deploy identical bytes to different hosts at once,
+    /// and each rollout's per-chunk messages must reach its own scheduler. A host keeps one download per
+    /// digest whatever number it goes by.
+    downloads: BTreeMap<(ServiceName, Digest), DownloadId>,
     /// Lease holder id.
     holder: String,
     /// Acts until this local instant (the manager lease); `None` while standing by.
@@ -487,8 +491,9 @@ pub mod fault_injection {
     thread_local! {
         static IGNORE_TARGETING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
-    /// Turns on (for this thread) a manager that sends every deploy to every host, whatever it runs: the
-    /// bug the simulation's `host_runs_only_its_services` must catch.
+    /// Turns on (for this thread) a manager that sends every deploy to every host, whatever it runs, and
+    /// hosts that skip their own check of it: the bug the simulation's `host_runs_only_its_services` must
+    /// catch.
     #[cfg(feature = "fault-injection")]
     pub fn ignore_targeting(on: bool) {
         IGNORE_TARGETING.with(|t| t.set(on));
