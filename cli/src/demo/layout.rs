@@ -327,7 +327,7 @@ impl Layout {
             cascade_region_agent::manager::ManagerConfig::load(&path)?;
             specs.push(ProcessSpec { name, args: args(&["agent", "manager", "--config"], &path) });
         }
-        for r in 0..REGIONS.len() {
+        for (r, region) in REGIONS.iter().enumerate() {
             for h in 0..self.hosts_per_region {
                 let name = Self::host_name(r, h);
                 let mut t = toml::Table::new();
@@ -341,7 +341,7 @@ impl Layout {
                 t.insert("services".into(), vec![service.name].into());
                 let mut labels = toml::Table::new();
                 labels.insert("pool".into(), service.pool.into());
-                labels.insert("region".into(), REGIONS[r].into());
+                labels.insert("region".into(), (*region).into());
                 t.insert("labels".into(), labels.into());
                 let mut env = toml::Table::new();
                 env.insert("PORT".into(), self.service_port(r, h).to_string().into());
