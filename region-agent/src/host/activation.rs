@@ -230,7 +230,7 @@ async fn run_step<T: Transport>(
 
 fn kill_group(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY-free: `kill(1)` on the negative pid signals the group the step leads.
+        // `kill(1)` with a negative pid signals the whole group the step leads (no `unsafe` libc call).
         let _ = std::process::Command::new("kill").arg("-KILL").arg(format!("-{pid}")).status();
     }
 }
