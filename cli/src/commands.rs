@@ -1,10 +1,10 @@
 //! What each subcommand does; printing is the only logic that lives here.
 
-use crate::follow::RolloutEnd;
 use crate::Output;
 use anyhow::Context;
 use cascade_client::Client;
 use cascade_core::api::{AddMemberRequest, SubmitBuildRequest};
+use cascade_core::rollout::EndState;
 use cascade_core::{CommitSha, Job, JobId, JobStatus, Region, RepoUrl, ServiceName};
 use clap::Subcommand;
 use serde::Serialize;
@@ -107,7 +107,7 @@ pub fn certs(cmd: CertsCommand) -> anyhow::Result<ExitCode> {
 /// `--follow` of `cascade deploy` and `cascade rollback`.
 #[derive(clap::Args, Clone, Copy)]
 pub struct FollowArgs {
-    /// Wait until every host runs it: exit 0 when all are active, 1 if hosts failed or it was aborted.
+    /// Wait until the rollout ends: exit 0 when it completes, 1 when it failed, rolled back, was aborted or superseded.
     #[arg(long)]
     follow: bool,
     /// With --follow: give up waiting after this many seconds (the rollout itself goes on).
@@ -121,49 +121,49 @@ pub async fn deploy(
     token: &str,
     output: Output,
     service: ServiceName,
-    build: Option<u64>,
+    build: Option<(u64, crate::rollout::RolloutArgs)>,
     follow: FollowArgs,
 ) -> anyhow::Result<ExitCode> {
     let client = client(server, token)?;
     let desired = match build {
-        Some(build) => client.deploy(&service, JobId(build)).await?,
+        Some((build, rollout)) => client.deploy_with(&service, JobId(build), rollout.section()?).await?,
         None => client.rollback(&service).await?,
     };
     print(output, &desired, |d| {
-        format!("{} generation {}: build {} ({})", d.service, d.generation, d.build, d.artifact.digest)
+        let waves: Vec<String> = d.policy.waves.iter().map(cascade_core::rollout::Wave::describe).collect();
+        format!(
+            "{} generation {}: build {} ({}); waves [{}], bake {} s, failure budget {}, on failure {:?}",
+            d.service,
+            d.generation,
+            d.build,
+            d.artifact.digest,
+            waves.join(", "),
+            d.policy.bake_secs,
+            d.policy.failure_budget.describe(),
+            d.policy.on_failure
+        )
     })?;
     if !follow.follow {
         return Ok(ExitCode::SUCCESS);
     }
     let limit = Duration::from_secs(follow.follow_timeout);
-    match crate::follow::rollout(&client, &service, desired.generation, limit).await? {
-        RolloutEnd::Complete(t) => {
-            eprintln!("{service} generation {}: all {} hosts active", desired.generation, t.active);
-            Ok(ExitCode::SUCCESS)
-        }
-        RolloutEnd::HostsFailed(t) => {
-            eprintln!(
-                "{service} generation {}: {} of {} hosts failed and are back on their previous release (`cascade status --service {service}` lists them with their reasons)",
-                desired.generation, t.failed, t.total
-            );
-            Ok(ExitCode::FAILURE)
-        }
-        RolloutEnd::NoTargetedHosts => {
-            eprintln!(
-                "{service} generation {}: no host runs it: no host lists {service} in `services`, or the build's placement matches none (`cascade status --service {service}`)",
-                desired.generation
-            );
-            Ok(ExitCode::FAILURE)
-        }
-        RolloutEnd::Aborted => {
-            eprintln!("{service} generation {}: aborted; hosts keep their previous release", desired.generation);
-            Ok(ExitCode::FAILURE)
-        }
-        RolloutEnd::Superseded(newer) => {
-            eprintln!("{service} generation {} was replaced by generation {newer}", desired.generation);
-            Ok(ExitCode::FAILURE)
-        }
+    let followed = crate::follow::rollout(&client, &service, desired.generation, limit).await?;
+    let t = followed.totals;
+    let end = &followed.end;
+    let hosts = if end.hosts.is_empty() { String::new() } else { format!(" (hosts: {})", end.hosts.join(", ")) };
+    eprintln!(
+        "{service} generation {}: {}: {}{hosts}; {}/{} hosts active, {} failed",
+        desired.generation,
+        end.state.name(),
+        end.reason,
+        t.active,
+        t.total,
+        t.failed
+    );
+    if let (EndState::RolledBack, Some(next)) = (end.state, followed.next_generation) {
+        eprintln!("{service}: generation {next} restores the previous build: `cascade status --service {service}`");
     }
+    Ok(if end.state == EndState::Complete { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `cascade status --service S`: the desired version, replication and rollout counts per region.
@@ -180,10 +180,19 @@ pub async fn service_status(
             return format!("{service}: never deployed");
         };
         let t = crate::follow::totals(s);
-        let mut out = format!(
-            "{service}: generation {} = build {} ({}), {:?}, set by {}\n  hosts: {}/{} healthy, {} failed",
-            d.generation, d.build, d.artifact.digest, d.control, d.set_by, t.active, t.total, t.failed
+        let stage = cascade_core::rollout::describe_stage(
+            &d.policy,
+            &d.progress,
+            d.control,
+            cascade_core::UnixMillis(crate::follow::now_ms()),
         );
+        let mut out = format!(
+            "{service}: generation {} = build {} ({}), set by {}\n  rollout: {stage}\n  hosts: {}/{} healthy, {} failed",
+            d.generation, d.build, d.artifact.digest, d.set_by, t.active, t.total, t.failed
+        );
+        if let Some(end) = d.progress.end.as_ref().filter(|e| !e.hosts.is_empty()) {
+            out.push_str(&format!("\n  {} named: {}", end.state.name(), end.hosts.join(", ")));
+        }
         let mut failures = Vec::new();
         for (region, replication) in &s.replication {
             let counts = s.rollout.get(region).map(|clusters| {
@@ -196,7 +205,7 @@ pub async fn service_status(
                         if r.failures.more > 0 {
                             failures.push(format!("  {region}/{c}: and {} more failed hosts", r.failures.more));
                         }
-                        cluster_line(c.as_str(), &r.counts)
+                        cluster_line(c.as_str(), &r.counts, service.as_str(), !d.artifact.deploy.placement.is_empty())
                     })
                     .collect::<Vec<_>>()
             });
@@ -215,10 +224,14 @@ pub async fn service_status(
     Ok(ExitCode::SUCCESS)
 }
 
-/// One cluster's counts in words; says so when the placement matches none of its hosts.
-fn cluster_line(cluster: &str, c: &cascade_core::state::RolloutCounts) -> String {
-    if c.total == 0 && c.cluster_hosts > 0 {
+/// One cluster's counts in words; says so when none of its hosts runs the service (or the placement
+/// matches none of them).
+fn cluster_line(cluster: &str, c: &cascade_core::state::RolloutCounts, service: &str, placed: bool) -> String {
+    if c.total == 0 && c.cluster_hosts > 0 && placed {
         return format!("{cluster}: placement matches none of its {} hosts", c.cluster_hosts);
+    }
+    if c.total == 0 && c.cluster_hosts > 0 {
+        return format!("{cluster}: none of its {} hosts runs {service}", c.cluster_hosts);
     }
     if c.total == 0 {
         return format!("{cluster}: no host runs this service");

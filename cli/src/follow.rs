@@ -3,7 +3,7 @@
 
 use cascade_client::Client;
 use cascade_core::api::DeploymentStatus;
-use cascade_core::state::RolloutControl;
+use cascade_core::rollout::RolloutEnd;
 use cascade_core::{Job, JobId, JobStatus, ServiceName};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal as _;
@@ -74,29 +74,32 @@ pub fn totals(status: &DeploymentStatus) -> Totals {
     totals
 }
 
-/// How a followed rollout ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RolloutEnd {
-    /// Every reported host runs the generation.
-    Complete(Totals),
-    /// Some hosts failed and every other one is active.
-    HostsFailed(Totals),
-    /// Every region reported, and no host in any cluster runs the service with this placement.
-    NoTargetedHosts,
-    /// Someone aborted it.
-    Aborted,
-    /// A newer deploy replaced it.
-    Superseded(u64),
+/// Milliseconds since the Unix epoch on this machine (for bake countdowns only; the gate uses the
+/// leader's clock).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Follows the rollout of `generation` until every host reports it active, some failed, or it was
-/// aborted or replaced; a progress bar counts active hosts.
+/// How a followed rollout ended: the end the control plane recorded, with the host totals then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowedEnd {
+    /// The recorded end.
+    pub end: RolloutEnd,
+    /// Hosts at the end.
+    pub totals: Totals,
+    /// The generation a roll back or a newer deploy made, if any.
+    pub next_generation: Option<u64>,
+}
+
+/// Follows the rollout of `generation` until the control plane records its end (complete, failed,
+/// rolled back, aborted or superseded: every rollout ends, at the latest at its progress deadline); a line
+/// (or the progress bar) shows each change of stage and counts.
 pub async fn rollout(
     client: &Client,
     service: &ServiceName,
     generation: u64,
     limit: Duration,
-) -> anyhow::Result<RolloutEnd> {
+) -> anyhow::Result<FollowedEnd> {
     let started = Instant::now();
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -109,51 +112,49 @@ pub async fn rollout(
         if started.elapsed() >= limit {
             bar.abandon();
             anyhow::bail!(
-                "rollout of {service} generation {generation} not complete after {limit:?}; it goes on: `cascade status --service {service}`"
+                "rollout of {service} generation {generation} has not ended after {limit:?}; it goes on: `cascade status --service {service}`"
             );
         }
         let status = client.deployment(service).await?;
-        let Some(desired) = status.desired.as_ref() else {
+        let Some(current) = status.desired.as_ref() else {
             anyhow::bail!("{service} has no deployment");
         };
-        if desired.generation != generation {
+        let next_generation = (current.generation != generation).then_some(current.generation);
+        let Some(desired) = std::iter::once(current).chain(&status.history).find(|d| d.generation == generation) else {
+            anyhow::bail!("{service} generation {generation} is no longer in the deploy history");
+        };
+        let now = if next_generation.is_none() {
+            totals(&status)
+        } else {
+            last.as_ref().map_or_else(Totals::default, |(t, _)| *t)
+        };
+        if let Some(end) = &desired.progress.end {
             bar.abandon();
-            return Ok(RolloutEnd::Superseded(desired.generation));
+            return Ok(FollowedEnd { end: end.clone(), totals: now, next_generation });
         }
-        if desired.control == RolloutControl::Aborted {
-            bar.abandon_with_message("aborted");
-            return Ok(RolloutEnd::Aborted);
-        }
-        let now = totals(&status);
-        let paused = desired.control == RolloutControl::Paused;
-        if last != Some((now, paused)) {
+        let stage = cascade_core::rollout::describe_stage(
+            &desired.policy,
+            &desired.progress,
+            desired.control,
+            cascade_core::UnixMillis(now_ms()),
+        );
+        // The bake countdown changes every second; a line per change of stage without it is enough.
+        let stage_key = stage.split(", baking").next().unwrap_or_default().to_string();
+        if last.as_ref() != Some(&(now, stage_key.clone())) {
             bar.set_length(now.total);
             bar.set_position(now.active);
-            let message = match (paused, now.failed) {
-                (true, _) => "(paused)".to_string(),
-                (false, 0) => String::new(),
-                (false, failed) => format!("({failed} failed)"),
-            };
+            let failed = if now.failed > 0 { format!(", {} failed", now.failed) } else { String::new() };
             if interactive() {
-                bar.set_message(message);
+                bar.set_message(format!("{stage}{failed}"));
             } else {
-                eprintln!("{service} generation {generation}: {}/{} hosts active {message}", now.active, now.total);
+                eprintln!(
+                    "{service} generation {generation}: {}/{} hosts active{failed}; {stage}",
+                    now.active, now.total
+                );
             }
-            last = Some((now, paused));
-        }
-        // Every region with a store must have reported: one region's hosts being done is not the rollout done.
-        let all_reported = status.replication.keys().all(|region| status.rollout.contains_key(region));
-        if all_reported && now.total > 0 && now.active == now.total {
-            bar.finish();
-            return Ok(RolloutEnd::Complete(now));
-        }
-        if all_reported && !status.rollout.is_empty() && now.total == 0 {
-            bar.abandon();
-            return Ok(RolloutEnd::NoTargetedHosts);
-        }
-        if now.total > 0 && now.failed > 0 && now.active + now.failed == now.total {
-            bar.abandon();
-            return Ok(RolloutEnd::HostsFailed(now));
+            last = Some((now, stage_key));
+        } else if interactive() {
+            bar.set_message(stage);
         }
         tokio::time::sleep(POLL).await;
     }

@@ -3,6 +3,7 @@
 mod commands;
 mod demo;
 mod follow;
+mod rollout;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -69,6 +70,8 @@ enum Command {
         #[arg(long)]
         build: u64,
         #[command(flatten)]
+        rollout: rollout::RolloutArgs,
+        #[command(flatten)]
         follow: commands::FollowArgs,
     },
     /// Deploy a service's previous good build again.
@@ -79,6 +82,9 @@ enum Command {
         #[command(flatten)]
         follow: commands::FollowArgs,
     },
+    /// Promote, pause, resume or abort a service's current rollout.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// Manage cluster membership.
     #[command(subcommand)]
     Cluster(commands::ClusterCommand),
@@ -139,9 +145,10 @@ fn main() -> ExitCode {
             Command::Worker { config } => commands::run_worker(&config).await,
             Command::Agent(cmd) => commands::agent(cmd).await,
             Command::Certs(cmd) => commands::certs(cmd),
-            Command::Deploy { service, build, follow } => {
-                commands::deploy(&cli.server, &cli.token, cli.output, service, Some(build), follow).await
+            Command::Deploy { service, build, rollout, follow } => {
+                commands::deploy(&cli.server, &cli.token, cli.output, service, Some((build, rollout)), follow).await
             }
+            Command::Rollout(cmd) => rollout::run(&cli.server, &cli.token, cli.output, cmd).await,
             Command::Rollback { service, follow } => {
                 commands::deploy(&cli.server, &cli.token, cli.output, service, None, follow).await
             }

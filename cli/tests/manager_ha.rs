@@ -152,6 +152,7 @@ async fn standby_manager_takes_over_after_the_active_one_dies() {
         counts: RolloutCounts { total: 3, fetching: 3, ..RolloutCounts::default() },
         failures: Default::default(),
         holder: Some("ha-a".into()),
+        pending: Vec::new(),
     };
     let err = Client::new(&servers, WORKER).unwrap().report_rollout(&stale).await.expect_err("stale report refused");
     assert_eq!(err.status().map(|s| s.as_u16()), Some(409), "{err}");

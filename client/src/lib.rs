@@ -346,13 +346,25 @@ impl Client {
         self.post(&format!("/api/v1/jobs/{}/fail", lease.job), &body, Retry::IfNotSent).await
     }
 
-    /// Makes `build` the desired version of `service`.
+    /// Makes `build` the desired version of `service`, rolled out by the build's policy.
     pub async fn deploy(
         &self,
         service: &ServiceName,
         build: JobId,
     ) -> Result<cascade_core::state::DesiredVersion, ClientError> {
-        self.post("/api/v1/deployments", &DeployRequest { service: service.clone(), build }, Retry::IfNotSent).await
+        self.deploy_with(service, build, None).await
+    }
+
+    /// Makes `build` the desired version of `service`, with `rollout` overriding fields of the build's
+    /// rollout policy.
+    pub async fn deploy_with(
+        &self,
+        service: &ServiceName,
+        build: JobId,
+        rollout: Option<cascade_core::rollout::RolloutSection>,
+    ) -> Result<cascade_core::state::DesiredVersion, ClientError> {
+        let body = DeployRequest { service: service.clone(), build, rollout };
+        self.post("/api/v1/deployments", &body, Retry::IfNotSent).await
     }
 
     /// Deploys the service's previous good build as a new generation.
@@ -360,7 +372,8 @@ impl Client {
         self.post(&format!("/api/v1/deployments/{service}/rollback"), &serde_json::json!({}), Retry::IfNotSent).await
     }
 
-    /// Pauses (`pause`), resumes (`resume`) or aborts (`abort`) the rollout of `generation`.
+    /// Pauses (`pause`), resumes (`resume`), aborts (`abort`) or promotes (`promote`: opens the manual wave
+    /// it waits at) the rollout of `generation`.
     pub async fn control_rollout(
         &self,
         service: &ServiceName,
@@ -368,7 +381,9 @@ impl Client {
         action: &str,
     ) -> Result<cascade_core::state::DesiredVersion, ClientError> {
         let body = cascade_core::api::RolloutControlRequest { generation };
-        self.post(&format!("/api/v1/deployments/{service}/{action}"), &body, Retry::Always).await
+        // Pause, resume and abort are idempotent; a second promote would open the wave after the next.
+        let retry = if action == "promote" { Retry::IfNotSent } else { Retry::Always };
+        self.post(&format!("/api/v1/deployments/{service}/{action}"), &body, retry).await
     }
 
     /// Records a region manager's counts for one cluster (idempotent: the latest report wins).

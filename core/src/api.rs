@@ -164,6 +164,10 @@ pub struct DeployRequest {
     pub service: ServiceName,
     /// Succeeded build to deploy.
     pub build: JobId,
+    /// Overrides of the build's rollout policy (waves, bake, failure budget, ...), same fields as
+    /// `[deploy]` in `cascade.toml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutSection>,
 }
 
 /// `GET /api/v1/deployments/{service}`
@@ -180,7 +184,7 @@ pub struct DeploymentStatus {
     pub replication: BTreeMap<Region, crate::state::ReplicationStatus>,
 }
 
-/// `POST /api/v1/deployments/{service}/pause|resume|abort`
+/// `POST /api/v1/deployments/{service}/pause|resume|abort|promote`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutControlRequest {
@@ -206,8 +210,11 @@ pub struct RolloutReport {
     #[serde(default)]
     pub failures: crate::deploy::HostFailures,
     /// The reporting manager's lease holder id; required once the cluster has a manager lease.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub holder: Option<String>,
+    /// Hosts the open waves admitted that are neither healthy nor failed (the first 20 by name).
+    #[serde(default)]
+    pub pending: Vec<String>,
 }
 
 /// `POST /api/v1/managers/lease`: a region manager asks to become (or stay) the one that acts for its

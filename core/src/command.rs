@@ -4,7 +4,7 @@ use crate::ids::{
     ClusterName, CommitSha, Digest, JobId, Principal, Region, RepoUrl, ServiceName, UnixMillis, WorkerId,
 };
 use crate::job::{Artifact, Job, Lease};
-use crate::state::{ArtifactRecord, DesiredVersion, ReplicationStatus, RolloutControl, RolloutCounts};
+use crate::state::{ArtifactRecord, DesiredVersion, ReplicationStatus, RolloutControl};
 use serde::{Deserialize, Serialize};
 
 /// One entry of the replicated log: a command, who issued it, and the leader's clock when it was accepted.
@@ -41,41 +41,46 @@ pub enum Command {
     Cancel { job: JobId },
     /// Record how far an artifact's copy into a region's store has come.
     RecordReplication { digest: Digest, region: Region, status: ReplicationStatus },
-    /// Make a succeeded build the version every machine of `service` should run.
-    SetDesiredVersion { service: ServiceName, build: JobId },
+    /// Make a succeeded build the version every machine of `service` should run, rolled out by the build's
+    /// policy with `rollout`'s fields overriding it.
+    SetDesiredVersion {
+        service: ServiceName,
+        build: JobId,
+        #[serde(default)]
+        rollout: Option<Box<crate::rollout::RolloutOverride>>,
+    },
     /// Deploy the service's previous good build again (the latest history entry with another build).
     Rollback { service: ServiceName },
     /// Pause, resume or abort the rollout of the service's current generation.
     ControlRollout { service: ServiceName, generation: u64, control: RolloutControl },
-    /// A region manager's batched host counts for one cluster.
-    ReportRollout {
-        service: ServiceName,
-        generation: u64,
-        region: Region,
-        cluster: ClusterName,
-        counts: RolloutCounts,
-        /// The failed hosts with their reasons (bounded).
-        #[serde(default)]
-        failures: crate::deploy::HostFailures,
-    },
+    /// A region manager's batched host counts for one cluster; once the cluster has a manager lease, only
+    /// from the `holder` of a live one.
+    ReportRollout(Box<crate::api::RolloutReport>),
+    /// Open the manual wave the current rollout waits at (a deployer pressed Promote).
+    PromoteRollout { service: ServiceName, generation: u64 },
+    /// Take the step the rollout gate finds in the committed state (the leader's rollout controller
+    /// proposes it; see [`crate::rollout::decide`]): open a wave, start a bake, complete, halt, roll back.
+    StepRollout { service: ServiceName, generation: u64 },
     /// Grant or renew the manager lease of (region, cluster) to `holder` for `ttl_ms` when it is free,
     /// expired or already its own; refused while another manager holds it (see [`crate::manager_lease`]).
     AcquireManagerLease { region: Region, cluster: ClusterName, holder: String, ttl_ms: u64 },
-    /// [`Command::ReportRollout`] from the manager `holder`: accepted only while it holds the cluster's lease.
-    ReportRolloutHeld {
-        holder: String,
-        service: ServiceName,
-        generation: u64,
-        region: Region,
-        cluster: ClusterName,
-        counts: RolloutCounts,
-        /// The failed hosts with their reasons (bounded).
-        #[serde(default)]
-        failures: crate::deploy::HostFailures,
-    },
 }
 
 impl Command {
+    /// Whether an accepted command of this kind changes what managers act on (a desired version, its
+    /// control or its open waves): the node wakes the managers' long polls after it. A report only moves a
+    /// rollout's progress deadline, which managers do not read, so it does not wake them.
+    pub fn changes_desired(&self) -> bool {
+        matches!(
+            self,
+            Self::SetDesiredVersion { .. }
+                | Self::Rollback { .. }
+                | Self::ControlRollout { .. }
+                | Self::PromoteRollout { .. }
+                | Self::StepRollout { .. }
+        )
+    }
+
     /// Short name for logs, metrics and the audit log.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -88,7 +93,9 @@ impl Command {
             Self::Cancel { .. } => "cancel",
             Self::RecordReplication { .. } => "record_replication",
             Self::SetDesiredVersion { .. } => "set_desired_version",
-            Self::ReportRollout { .. } | Self::ReportRolloutHeld { .. } => "report_rollout",
+            Self::ReportRollout(_) => "report_rollout",
+            Self::PromoteRollout { .. } => "promote_rollout",
+            Self::StepRollout { .. } => "step_rollout",
             Self::AcquireManagerLease { .. } => "acquire_manager_lease",
             Self::Rollback { .. } => "rollback",
             Self::ControlRollout { .. } => "control_rollout",

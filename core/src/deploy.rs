@@ -58,6 +58,18 @@ pub struct DeploySection {
     /// Label selector: a host must carry every one of these labels with exactly this value.
     #[serde(default)]
     pub placement: BTreeMap<String, String>,
+    /// Rollout waves, in order (see [`crate::rollout`]).
+    pub waves: Option<Vec<crate::rollout::WaveSection>>,
+    /// Most hosts of a cluster switching at once (0: no limit).
+    pub max_unavailable: Option<u64>,
+    /// Seconds a wave must stay healthy before the next opens.
+    pub bake_secs: Option<u64>,
+    /// Failed hosts a wave may have: `2` or `"5%"`.
+    pub failure_budget: Option<crate::rollout::BudgetText>,
+    /// `"halt"` or `"rollback"`.
+    pub on_failure: Option<String>,
+    /// Seconds a wave may go without progress before the rollout fails.
+    pub progress_deadline_secs: Option<u64>,
 }
 
 /// The `[deploy.health]` section as written: exactly one of `http` and `command`.
@@ -95,6 +107,9 @@ pub struct DeploySpec {
     pub health: Option<HealthProbe>,
     /// Label selector applied on top of the hosts' `services` lists.
     pub placement: BTreeMap<String, String>,
+    /// How a deploy of the build rolls out, unless the deploy request overrides it.
+    #[serde(default)]
+    pub rollout: crate::rollout::RolloutPolicy,
 }
 
 impl Default for DeploySpec {
@@ -109,6 +124,7 @@ impl Default for DeploySpec {
             stop_timeout_secs: DEFAULT_COMMAND_TIMEOUT_SECS,
             health: None,
             placement: BTreeMap::new(),
+            rollout: crate::rollout::RolloutPolicy::default(),
         }
     }
 }
@@ -158,6 +174,15 @@ impl DeploySection {
         let stop_timeout_secs = timeout("deploy.stop_timeout_secs", self.stop_timeout_secs)?;
         let health = self.health.map(|h| h.into_probe(max_timeout_secs)).transpose()?;
         validate_labels("deploy.placement", &self.placement)?;
+        let rollout = crate::rollout::RolloutSection {
+            waves: self.waves,
+            max_unavailable: self.max_unavailable,
+            bake_secs: self.bake_secs,
+            failure_budget: self.failure_budget,
+            on_failure: self.on_failure,
+            progress_deadline_secs: self.progress_deadline_secs,
+        }
+        .apply_to(&crate::rollout::RolloutPolicy::default())?;
         Ok(DeploySpec {
             install_as,
             mode,
@@ -167,6 +192,7 @@ impl DeploySection {
             stop_timeout_secs,
             health,
             placement: self.placement,
+            rollout,
         })
     }
 }
@@ -239,7 +265,8 @@ impl DeploySpec {
                 return Err(InvalidValue::new("deploy.health", "interval, successes and deadline must be positive"));
             }
         }
-        validate_labels("deploy.placement", &self.placement)
+        validate_labels("deploy.placement", &self.placement)?;
+        self.rollout.validate()
     }
 
     /// Longest a host can spend from the switch to a verdict: activate, then the probe's deadline. The

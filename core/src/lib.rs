@@ -12,6 +12,7 @@ pub mod ids;
 pub mod job;
 pub mod manager_lease;
 pub mod manifest;
+pub mod rollout;
 pub mod state;
 
 pub use command::{

@@ -252,7 +252,7 @@ mod tests {
             deploy: Default::default(),
         };
         state.apply(&at(3, Command::Succeed { lease: claimed.lease, artifact })).unwrap();
-        state.apply(&at(4, Command::SetDesiredVersion { service, build: claimed.job.id })).unwrap();
+        state.apply(&at(4, Command::SetDesiredVersion { service, build: claimed.job.id, rollout: None })).unwrap();
         state
     }
 
@@ -260,20 +260,16 @@ mod tests {
         let (service, generation) = (ServiceName::parse("app").unwrap(), 1);
         let (region, cluster) = (Region::parse("us").unwrap(), ClusterName::parse("c1").unwrap());
         let counts = RolloutCounts { total: 3, active, ..RolloutCounts::default() };
-        match holder {
-            Some(holder) => Command::ReportRolloutHeld {
-                holder: holder.into(),
-                service,
-                generation,
-                region,
-                cluster,
-                counts,
-                failures: Default::default(),
-            },
-            None => {
-                Command::ReportRollout { service, generation, region, cluster, counts, failures: Default::default() }
-            }
-        }
+        Command::ReportRollout(Box::new(crate::api::RolloutReport {
+            service,
+            generation,
+            region,
+            cluster,
+            counts,
+            failures: Default::default(),
+            holder: holder.map(str::to_string),
+            pending: Vec::new(),
+        }))
     }
 
     #[test]

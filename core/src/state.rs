@@ -10,6 +10,7 @@ use crate::command::{
 };
 use crate::ids::{ClusterName, Digest, JobId, Principal, Region, ServiceName, UnixMillis, WorkerId};
 use crate::job::{bounded_reason, validate_idempotency_key, Artifact, Job, JobStatus, Lease, DEFAULT_MAX_ATTEMPTS};
+pub use crate::rollout::DeployOrigin;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -99,7 +100,8 @@ pub enum RolloutControl {
     Running,
     /// Managers start no new transfer or activation until resumed; hosts keep what they have.
     Paused,
-    /// Final for this generation: managers stop, hosts keep running their previous release.
+    /// Final for this generation: managers stop; hosts keep the release they run (the rollout ends
+    /// `aborted`). Roll back to put the previous release back everywhere.
     Aborted,
 }
 
@@ -121,6 +123,15 @@ pub struct DesiredVersion {
     /// Running, paused or aborted.
     #[serde(default)]
     pub control: RolloutControl,
+    /// The effective rollout policy: the build's, with the deploy request's overrides.
+    #[serde(default)]
+    pub policy: crate::rollout::RolloutPolicy,
+    /// Waves opened, bake, approval, and the end once there is one.
+    #[serde(default)]
+    pub progress: crate::rollout::RolloutProgress,
+    /// A deploy, a rollback, or an automatic rollback.
+    #[serde(default)]
+    pub origin: DeployOrigin,
 }
 
 /// Host counts a region manager reports for one cluster.
@@ -139,14 +150,40 @@ pub struct RolloutCounts {
     pub active: u64,
     /// Failed to fetch, verify, activate or pass the health probe (back on their previous release).
     pub failed: u64,
+    /// Targeted hosts the manager knows that are not connected now (not part of `total`).
+    #[serde(default)]
+    pub offline: u64,
+    /// Of `offline`, the hosts the open waves admitted that have no verdict yet. They do not hold a wave
+    /// (a fleet always has machines down): the wave goes on without them, and they switch when they return.
+    #[serde(default)]
+    pub admitted_offline: u64,
     /// Live hosts in the cluster, targeted or not: `total == 0` with hosts here means the placement
     /// matches none of them.
     #[serde(default)]
     pub cluster_hosts: u64,
 }
 
+impl std::ops::Add for RolloutCounts {
+    type Output = Self;
+
+    /// Counts of two clusters together (the console's and the CLI's totals).
+    fn add(self, other: Self) -> Self {
+        Self {
+            total: self.total + other.total,
+            fetching: self.fetching + other.fetching,
+            verified: self.verified + other.verified,
+            activating: self.activating + other.activating,
+            active: self.active + other.active,
+            failed: self.failed + other.failed,
+            offline: self.offline + other.offline,
+            admitted_offline: self.admitted_offline + other.admitted_offline,
+            cluster_hosts: self.cluster_hosts + other.cluster_hosts,
+        }
+    }
+}
+
 /// Latest counts for one cluster of one rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterRollout {
     /// The counts.
     pub counts: RolloutCounts,
@@ -158,6 +195,13 @@ pub struct ClusterRollout {
     /// The failed hosts with their reasons (bounded).
     #[serde(default)]
     pub failures: crate::deploy::HostFailures,
+    /// Hosts the open waves admitted that are neither healthy nor failed yet (bounded).
+    #[serde(default)]
+    pub pending: Vec<String>,
+    /// The most targeted hosts (live or offline) any report of this generation counted for the cluster:
+    /// the gate sizes waves by it, so a standby that does not know every host yet cannot finish a wave.
+    #[serde(default)]
+    pub hosts_seen: u64,
 }
 
 /// One line of the audit log.
@@ -284,17 +328,16 @@ impl State {
             Command::RecordReplication { digest, region, status } => {
                 self.record_replication(now, actor, digest, region, status)
             }
-            Command::SetDesiredVersion { service, build } => self.set_desired(now, actor, service, *build),
+            Command::SetDesiredVersion { service, build, rollout } => {
+                self.set_desired(now, actor, service, *build, rollout.as_deref(), DeployOrigin::Deploy)
+            }
             Command::Rollback { service } => self.rollback(now, actor, service),
             Command::ControlRollout { service, generation, control } => {
                 self.control_rollout(now, actor, service, *generation, *control)
             }
-            Command::ReportRollout { service, generation, region, cluster, counts, failures } => {
-                self.report_rollout(now, None, service, *generation, (region, cluster), *counts, failures)
-            }
-            Command::ReportRolloutHeld { holder, service, generation, region, cluster, counts, failures } => {
-                self.report_rollout(now, Some(holder), service, *generation, (region, cluster), *counts, failures)
-            }
+            Command::PromoteRollout { service, generation } => self.promote_rollout(now, actor, service, *generation),
+            Command::StepRollout { service, generation } => self.step_rollout(now, actor, service, *generation),
+            Command::ReportRollout(report) => self.report_rollout(now, report),
             Command::AcquireManagerLease { region, cluster, holder, ttl_ms } => {
                 self.acquire_manager_lease(now, actor, region, cluster, holder, *ttl_ms)
             }
@@ -542,120 +585,6 @@ impl State {
             self.audit(now, actor, "record_replication", format!("{digest} in {region}: {status:?}"));
         }
         Ok(CommandOutput::Replication(record))
-    }
-
-    fn set_desired(
-        &mut self,
-        now: UnixMillis,
-        actor: &Principal,
-        service: &ServiceName,
-        build: JobId,
-    ) -> CommandResult {
-        let job = self.jobs.get(&build).ok_or(CommandError::UnknownJob(build))?;
-        let JobStatus::Succeeded { artifact } = &job.status else {
-            return Err(CommandError::NotDeployable { job: build, status: job.status.name().into() });
-        };
-        if &job.service != service {
-            return Err(CommandError::ServiceMismatch {
-                job: build,
-                requested: service.clone(),
-                actual: job.service.clone(),
-            });
-        }
-        let generation = self.desired.get(service).map_or(0, |d| d.generation) + 1;
-        let desired = DesiredVersion {
-            service: service.clone(),
-            build,
-            artifact: artifact.clone(),
-            generation,
-            set_by: actor.clone(),
-            set_at: now,
-            control: RolloutControl::Running,
-        };
-        self.desired.insert(service.clone(), desired.clone());
-        let history = self.deploy_history.entry(service.clone()).or_default();
-        if history.len() >= MAX_DEPLOY_HISTORY {
-            history.remove(0);
-        }
-        history.push(desired.clone());
-        self.audit(now, actor, "set_desired_version", format!("{service} generation {generation}: build {build}"));
-        Ok(CommandOutput::Desired(desired))
-    }
-
-    fn rollback(&mut self, now: UnixMillis, actor: &Principal, service: &ServiceName) -> CommandResult {
-        let current = self.desired.get(service).map(|d| d.build);
-        let previous = self
-            .deploy_history
-            .get(service)
-            .and_then(|history| history.iter().rev().find(|d| Some(d.build) != current))
-            .map(|d| d.build)
-            .ok_or_else(|| CommandError::NothingToRollBack(service.clone()))?;
-        self.set_desired(now, actor, service, previous)
-    }
-
-    fn control_rollout(
-        &mut self,
-        now: UnixMillis,
-        actor: &Principal,
-        service: &ServiceName,
-        generation: u64,
-        control: RolloutControl,
-    ) -> CommandResult {
-        let refuse =
-            |what: &str| CommandError::RolloutControl { service: service.clone(), generation, what: what.to_string() };
-        let desired = self.desired.get(service).ok_or_else(|| refuse("the service was never deployed"))?;
-        if desired.generation != generation {
-            return Err(refuse(&format!("only the current generation {} can be controlled", desired.generation)));
-        }
-        if desired.control == RolloutControl::Aborted && control != RolloutControl::Aborted {
-            return Err(refuse("it was aborted; deploy again to start a new rollout"));
-        }
-        let desired = self.desired.get_mut(service).ok_or_else(|| refuse("the service was never deployed"))?;
-        desired.control = control;
-        let desired = desired.clone();
-        if let Some(entry) = self.deploy_history.get_mut(service).and_then(|h| h.last_mut()) {
-            entry.control = control;
-        }
-        self.audit(now, actor, "control_rollout", format!("{service} generation {generation}: {control:?}"));
-        Ok(CommandOutput::Desired(desired))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn report_rollout(
-        &mut self,
-        now: UnixMillis,
-        holder: Option<&String>,
-        service: &ServiceName,
-        generation: u64,
-        (region, cluster): (&Region, &ClusterName),
-        counts: RolloutCounts,
-        failures: &crate::deploy::HostFailures,
-    ) -> CommandResult {
-        let latest = self.desired.get(service).map_or(0, |d| d.generation);
-        if generation == 0 || generation > latest {
-            return Err(CommandError::UnknownGeneration { service: service.clone(), generation, latest });
-        }
-        self.check_report_holder(now, region, cluster, holder.map(String::as_str))?;
-        let parts = [counts.fetching, counts.verified, counts.activating, counts.active, counts.failed];
-        let sum = parts.iter().try_fold(0u64, |acc, n| acc.checked_add(*n));
-        if sum.is_none_or(|s| s > counts.total) {
-            return Err(CommandError::InvalidCounts(format!(
-                "fetching + verified + activating + active + failed must not exceed total ({counts:?})"
-            )));
-        }
-        failures.validate().map_err(|e| CommandError::InvalidCounts(e.to_string()))?;
-        if failures.total() > counts.failed {
-            return Err(CommandError::InvalidCounts(format!(
-                "{} failed hosts listed or counted, but only {} failed",
-                failures.total(),
-                counts.failed
-            )));
-        }
-        self.rollouts.entry((service.clone(), generation)).or_default().insert(
-            (region.clone(), cluster.clone()),
-            ClusterRollout { counts, reported_at: now, reported_by: holder.cloned(), failures: failures.clone() },
-        );
-        Ok(CommandOutput::RolloutRecorded)
     }
 
     /// Checks that the indexes agree with the jobs: every job is in exactly one status, the queue holds

@@ -97,17 +97,19 @@ fn step() -> impl Strategy<Value = Step> {
             })
         }),
         2 => (0..SERVICES.len(), 0u64..12)
-            .prop_map(|(s, b)| Step::Ready(Command::SetDesiredVersion { service: service(s), build: JobId(b) })),
+            .prop_map(|(s, b)| Step::Ready(Command::SetDesiredVersion { service: service(s), build: JobId(b), rollout: None })),
         2 => (0..SERVICES.len(), 0u64..3, 0..REGIONS.len(), 0..CLUSTERS.len(), rollout_counts()).prop_map(
             |(s, generation, r, c, counts)| {
-                Step::Ready(Command::ReportRollout {
+                Step::Ready(Command::ReportRollout(Box::new(cascade_core::api::RolloutReport {
                     service: service(s),
                     generation,
                     region: Region::parse(REGIONS[r]).unwrap(),
                     cluster: ClusterName::parse(CLUSTERS[c]).unwrap(),
                     counts,
                     failures: Default::default(),
-                })
+                    holder: None,
+                    pending: Vec::new(),
+                })))
             }
         ),
     ]

@@ -619,7 +619,11 @@ fn succeed_after_a_cancel_request_is_refused_and_the_build_is_cancelled() {
     assert!(state.artifacts.is_empty(), "a discarded result must not become an artifact");
     assert!(state.running.is_empty() && state.queue.is_empty());
     assert_eq!(
-        state.apply(&request(500, "carol", Command::SetDesiredVersion { service: service("api"), build: id })),
+        state.apply(&request(
+            500,
+            "carol",
+            Command::SetDesiredVersion { service: service("api"), build: id, rollout: None }
+        )),
         Err(CommandError::NotDeployable { job: id, status: "cancelled".into() })
     );
 }
@@ -684,8 +688,11 @@ fn set_desired_version_deploys_succeeded_builds_with_generations_1_2_3() {
 
     for (i, build) in builds.iter().enumerate() {
         let at = 1_000 + i as u64;
-        let result =
-            state.apply(&request(at, "carol", Command::SetDesiredVersion { service: service("api"), build: *build }));
+        let result = state.apply(&request(
+            at,
+            "carol",
+            Command::SetDesiredVersion { service: service("api"), build: *build, rollout: None },
+        ));
         let Ok(CommandOutput::Desired(desired)) = result else { panic!("deploy refused: {result:?}") };
         assert_eq!(desired.generation, i as u64 + 1);
         assert_eq!(desired.build, *build);
@@ -705,7 +712,11 @@ fn deploy_history_keeps_the_latest_deploys() {
     let limit = cascade_core::state::MAX_DEPLOY_HISTORY as u64;
     for at in 0..limit + 5 {
         state
-            .apply(&request(1_000 + at, "carol", Command::SetDesiredVersion { service: service("api"), build }))
+            .apply(&request(
+                1_000 + at,
+                "carol",
+                Command::SetDesiredVersion { service: service("api"), build, rollout: None },
+            ))
             .unwrap();
     }
 
@@ -723,12 +734,19 @@ fn generations_are_counted_per_service() {
     let web = succeeded_build(&mut state, 200, "web", 2);
     for _ in 0..2 {
         state
-            .apply(&request(300, "carol", Command::SetDesiredVersion { service: service("api"), build: api }))
+            .apply(&request(
+                300,
+                "carol",
+                Command::SetDesiredVersion { service: service("api"), build: api, rollout: None },
+            ))
             .unwrap();
     }
 
-    let result =
-        state.apply(&request(400, "carol", Command::SetDesiredVersion { service: service("web"), build: web }));
+    let result = state.apply(&request(
+        400,
+        "carol",
+        Command::SetDesiredVersion { service: service("web"), build: web, rollout: None },
+    ));
 
     let Ok(CommandOutput::Desired(desired)) = result else { panic!("deploy refused: {result:?}") };
     assert_eq!(desired.generation, 1);
@@ -748,7 +766,8 @@ fn set_desired_version_refuses_a_build_that_has_not_succeeded() {
     let queued = submit(&mut state, 240, "api");
 
     for (id, name) in [(cancelled, "cancelled"), (running, "running"), (failed, "failed"), (queued, "queued")] {
-        let req = request(1_000, "carol", Command::SetDesiredVersion { service: service("api"), build: id });
+        let req =
+            request(1_000, "carol", Command::SetDesiredVersion { service: service("api"), build: id, rollout: None });
         assert_refused_unchanged(&mut state, req, |err| {
             *err == CommandError::NotDeployable { job: id, status: name.into() }
         });
@@ -760,7 +779,8 @@ fn set_desired_version_refuses_a_build_of_another_service() {
     let mut state = State::default();
     let web = succeeded_build(&mut state, 100, "web", 1);
 
-    let req = request(1_000, "carol", Command::SetDesiredVersion { service: service("api"), build: web });
+    let req =
+        request(1_000, "carol", Command::SetDesiredVersion { service: service("api"), build: web, rollout: None });
     assert_refused_unchanged(&mut state, req, |err| {
         *err == CommandError::ServiceMismatch { job: web, requested: service("api"), actual: service("web") }
     });
@@ -770,7 +790,8 @@ fn set_desired_version_refuses_a_build_of_another_service() {
 #[test]
 fn set_desired_version_refuses_an_unknown_build() {
     let mut state = State::default();
-    let req = request(1_000, "carol", Command::SetDesiredVersion { service: service("api"), build: JobId(0) });
+    let req =
+        request(1_000, "carol", Command::SetDesiredVersion { service: service("api"), build: JobId(0), rollout: None });
     assert_refused_unchanged(&mut state, req, |err| *err == CommandError::UnknownJob(JobId(0)));
 }
 
@@ -779,14 +800,16 @@ fn counts(total: u64, fetching: u64, verified: u64, active: u64, failed: u64) ->
 }
 
 fn report(generation: u64, c: RolloutCounts) -> Command {
-    Command::ReportRollout {
+    Command::ReportRollout(Box::new(cascade_core::api::RolloutReport {
         service: service("api"),
         generation,
         region: region("eu-west"),
         cluster: cluster("c1"),
         counts: c,
         failures: Default::default(),
-    }
+        holder: None,
+        pending: Vec::new(),
+    }))
 }
 
 /// A state where `api` has been deployed twice (generations 1 and 2).
@@ -794,7 +817,9 @@ fn deployed_twice() -> State {
     let mut state = State::default();
     let build = succeeded_build(&mut state, 100, "api", 1);
     for at in [200, 300] {
-        state.apply(&request(at, "carol", Command::SetDesiredVersion { service: service("api"), build })).unwrap();
+        state
+            .apply(&request(at, "carol", Command::SetDesiredVersion { service: service("api"), build, rollout: None }))
+            .unwrap();
     }
     state
 }
@@ -844,8 +869,9 @@ fn report_rollout_keeps_the_failed_hosts_and_refuses_more_than_failed() {
     let mut state = deployed_twice();
     let failure = |i: usize| HostFailure { host: format!("h{i}"), reason: "activate exited 2: boom".into() };
     let with = |failures: HostFailures, c: RolloutCounts| match report(2, c) {
-        Command::ReportRollout { service, generation, region, cluster, counts, .. } => {
-            Command::ReportRollout { service, generation, region, cluster, counts, failures }
+        Command::ReportRollout(mut r) => {
+            r.failures = failures;
+            Command::ReportRollout(r)
         }
         other => other,
     };

@@ -100,7 +100,11 @@ impl ConsoleBackend for NodeConsole {
     }
 
     async fn deploy(&self, actor: Principal, request: DeployRequest) -> Result<DesiredVersion, BackendError> {
-        let command = Command::SetDesiredVersion { service: request.service, build: request.build };
+        let rollout = match request.rollout.filter(|r| !r.is_empty()).map(|r| r.to_override()).transpose() {
+            Ok(rollout) => rollout.map(Box::new),
+            Err(e) => return Err(BackendError::new(400, e.to_string())),
+        };
+        let command = Command::SetDesiredVersion { service: request.service, build: request.build, rollout };
         match self.command(actor, command).await? {
             CommandOutput::Desired(desired) => Ok(desired),
             other => Err(unexpected(other)),

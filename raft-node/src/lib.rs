@@ -15,6 +15,7 @@ pub mod monitor;
 pub mod network;
 pub mod node;
 pub mod replication;
+pub mod rollout_controller;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -36,9 +36,11 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (is another node using this port?)"))?;
     tracing::info!(node = node.id, %listen, "node listening");
     let monitor = tokio::spawn(crate::monitor::run(node.clone()));
+    let rollouts = tokio::spawn(crate::rollout_controller::run(node.clone()));
     let replicator = blobs.map(|blobs| tokio::spawn(crate::replication::run(node.clone(), blobs)));
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     monitor.abort();
+    rollouts.abort();
     if let Some(replicator) = replicator {
         replicator.abort();
     }

@@ -109,6 +109,9 @@ fn a_generation_that_skips_or_goes_back_is_flagged() {
         set_by: Principal::parse("client").expect("valid principal"),
         set_at: UnixMillis(0),
         control: Default::default(),
+        policy: Default::default(),
+        progress: Default::default(),
+        origin: Default::default(),
     };
     let mut tracker = desired_generation_grows::Tracker::default();
     state.desired.insert(service.clone(), desired(1));

@@ -99,7 +99,11 @@ impl ConsoleBackend for MemoryBackend {
     }
 
     async fn deploy(&self, actor: Principal, r: DeployRequest) -> Result<DesiredVersion, BackendError> {
-        match self.run(actor, Command::SetDesiredVersion { service: r.service, build: r.build })? {
+        let rollout = match r.rollout.map(|r| r.to_override()).transpose() {
+            Ok(rollout) => rollout.map(Box::new),
+            Err(e) => return Err(BackendError::new(400, e.to_string())),
+        };
+        match self.run(actor, Command::SetDesiredVersion { service: r.service, build: r.build, rollout })? {
             CommandOutput::Desired(desired) => Ok(desired),
             other => Err(unexpected(other)),
         }

@@ -35,14 +35,16 @@ fn succeeded_build(backend: &MemoryBackend, n: u64) -> cascade_core::JobId {
 }
 
 fn report(backend: &MemoryBackend, generation: u64, active: u64) {
-    let command = Command::ReportRollout {
+    let command = Command::ReportRollout(Box::new(cascade_core::api::RolloutReport {
         service: ServiceName::parse("app").expect("service"),
         generation,
         region: Region::parse("us").expect("region"),
         cluster: ClusterName::parse("c1").expect("cluster"),
         counts: RolloutCounts { total: 4, active, fetching: 4 - active, ..RolloutCounts::default() },
         failures: Default::default(),
-    };
+        holder: None,
+        pending: Vec::new(),
+    }));
     backend.apply("worker", command).expect("report");
 }
 
@@ -55,7 +57,8 @@ async fn rollout_controls_are_for_deployers_checked_and_shown() {
     let backend = Arc::new(MemoryBackend::new(&TOKENS));
     let app = cascade_web::router(backend.clone());
     let (first, second) = (succeeded_build(&backend, 1), succeeded_build(&backend, 2));
-    let deploy = |build| Command::SetDesiredVersion { service: ServiceName::parse("app").expect("app"), build };
+    let deploy =
+        |build| Command::SetDesiredVersion { service: ServiceName::parse("app").expect("app"), build, rollout: None };
     backend.apply("dora", deploy(first)).expect("deploy 1");
     report(&backend, 1, 4);
     backend.apply("dora", deploy(second)).expect("deploy 2");

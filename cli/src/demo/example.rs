@@ -149,6 +149,11 @@ rm -f "$CASCADE_RUN_DIR/pid"
 '''
 stop_timeout_secs = 15
 placement = { pool = "@POOL@" }
+# One canary first; the rest only after it stayed healthy for 5 s. A canary that fails its health check
+# rolls the service back to the previous build by itself.
+waves = [{hosts = 1}, {percent = 100}]
+bake_secs = 5
+on_failure = "rollback"
 
 [deploy.health]
 http = "http://127.0.0.1:${PORT}/healthz"

@@ -107,11 +107,27 @@ impl AgentProcess {
         store: &StoreConfig,
         lease_ttl_ms: u64,
     ) -> Self {
-        let extra = format!("name = \"{name}\"\nlease_ttl_ms = {lease_ttl_ms}");
+        Self::manager_of(dir, region, "c1", name, servers, token, store, lease_ttl_ms)
+    }
+
+    /// Starts a manager of cluster `cluster` of `region`, named `name` in its lease of `lease_ttl_ms`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn manager_of(
+        dir: &Path,
+        region: &str,
+        cluster: &str,
+        name: &str,
+        servers: &[String],
+        token: &str,
+        store: &StoreConfig,
+        lease_ttl_ms: u64,
+    ) -> Self {
+        let extra = format!("cluster = \"{cluster}\"\nname = \"{name}\"\nlease_ttl_ms = {lease_ttl_ms}");
         Self::spawn_manager(dir, region, name, servers, token, store, &extra)
     }
 
-    /// Writes a manager config for cluster `c1` of `region` (`extra` adds top-level keys) and starts it.
+    /// Writes a manager config for `region` (cluster `c1` unless `extra` names one; `extra` adds top-level
+    /// keys) and starts it.
     fn spawn_manager(
         dir: &Path,
         region: &str,
@@ -124,8 +140,9 @@ impl AgentProcess {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let data_dir = dir.join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
+        let cluster = if extra.contains("cluster = ") { "" } else { "cluster = \"c1\"\n" };
         let config = format!(
-            "region = \"{region}\"\ncluster = \"c1\"\nservers = {servers:?}\ntoken = \"{token}\"\nlisten = \"{addr}\"\nreport_interval_ms = 500\nstatus_file = {:?}\n{extra}\n{}\n{}",
+            "region = \"{region}\"\n{cluster}servers = {servers:?}\ntoken = \"{token}\"\nlisten = \"{addr}\"\nreport_interval_ms = 500\nstatus_file = {:?}\n{extra}\n{}\n{}",
             data_dir.join("status.json").display().to_string(),
             store_section(store),
             certs_for(dir, name),
@@ -166,6 +183,12 @@ impl AgentProcess {
     /// and any `[labels]` / `[env]` tables, as TOML lines.
     pub fn host_running(dir: &Path, name: &str, manager: SocketAddr, declaration: &str) -> Self {
         Self::spawn_host_declaring(dir, name, &format!("manager = \"{manager}\""), "", declaration)
+    }
+
+    /// [`Self::host_running`] registering with whichever of `managers` accepts it.
+    pub fn host_running_with_managers(dir: &Path, name: &str, managers: &[SocketAddr], declaration: &str) -> Self {
+        let managers: Vec<String> = managers.iter().map(ToString::to_string).collect();
+        Self::spawn_host_declaring(dir, name, &format!("managers = {managers:?}"), "", declaration)
     }
 
     /// Writes a host config (`managers_line` names its manager or managers, `extra` adds top-level keys) and

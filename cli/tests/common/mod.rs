@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod builds;
+pub mod service;
 
 use cascade_client::Client;
 use cascade_core::api::Role;

@@ -26,7 +26,8 @@ pub async fn deploy(
     ApiJson(body): ApiJson<DeployRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Deployer)?;
-    let command = Command::SetDesiredVersion { service: body.service, build: body.build };
+    let rollout = body.rollout.filter(|r| !r.is_empty()).map(|r| r.to_override()).transpose()?.map(Box::new);
+    let command = Command::SetDesiredVersion { service: body.service, build: body.build, rollout };
     match app.node.write(caller.name, command).await?? {
         CommandOutput::Desired(desired) => Ok((StatusCode::CREATED, Json(desired)).into_response()),
         other => Err(unexpected(other)),
@@ -56,15 +57,18 @@ pub async fn control(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Deployer)?;
     let service = ServiceName::parse(service)?;
-    let control = match action.as_str() {
-        "pause" => RolloutControl::Paused,
-        "resume" => RolloutControl::Running,
-        "abort" => RolloutControl::Aborted,
+    let generation = body.generation;
+    let command = match action.as_str() {
+        "pause" => Command::ControlRollout { service, generation, control: RolloutControl::Paused },
+        "resume" => Command::ControlRollout { service, generation, control: RolloutControl::Running },
+        "abort" => Command::ControlRollout { service, generation, control: RolloutControl::Aborted },
+        "promote" => Command::PromoteRollout { service, generation },
         other => {
-            return Err(ApiError::not_found(format!("no rollout action {other:?}: use pause, resume or abort")));
+            return Err(ApiError::not_found(format!(
+                "no rollout action {other:?}: use pause, resume, abort or promote"
+            )));
         }
     };
-    let command = Command::ControlRollout { service, generation: body.generation, control };
     match app.node.write(caller.name, command).await?? {
         CommandOutput::Desired(desired) => Ok(Json(desired).into_response()),
         other => Err(unexpected(other)),
@@ -78,12 +82,7 @@ pub async fn report(
     ApiJson(body): ApiJson<RolloutReport>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Worker)?;
-    let RolloutReport { service, generation, region, cluster, counts, failures, holder } = body;
-    let command = match holder {
-        Some(holder) => Command::ReportRolloutHeld { holder, service, generation, region, cluster, counts, failures },
-        None => Command::ReportRollout { service, generation, region, cluster, counts, failures },
-    };
-    app.node.write(caller.name, command).await??;
+    app.node.write(caller.name, Command::ReportRollout(Box::new(body))).await??;
     Ok(Json(serde_json::json!({ "recorded": true })).into_response())
 }
 

@@ -6,7 +6,7 @@
 //! Readers (the API) share the state through [`SharedState`] and never wait on Raft.
 
 use crate::types::{Applied, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
-use cascade_core::{Command, State};
+use cascade_core::State;
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 use serde::{Deserialize, Serialize};
@@ -228,11 +228,7 @@ impl<S: SnapshotStore> RaftStateMachine<TypeConfig> for StateMachineStore<S> {
                 EntryPayload::Blank => Applied(None),
                 EntryPayload::Normal(request) => {
                     let result = view.state.apply(&request);
-                    let changes_desired = matches!(
-                        request.command,
-                        Command::SetDesiredVersion { .. } | Command::Rollback { .. } | Command::ControlRollout { .. }
-                    );
-                    if changes_desired && result.is_ok() {
+                    if request.command.changes_desired() && result.is_ok() {
                         view.desired_changed_at = entry.log_id.index;
                     }
                     Applied(Some(result))

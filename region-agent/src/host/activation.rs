@@ -111,9 +111,24 @@ async fn switch_to<T: Transport>(
     };
     // A failed install changed nothing that runs: the previous release stays linked and running.
     let release = installed.map_err(|e| format!("install: {e}"))?;
-    // Already current (the manager asks again after the host reconnected): start it again, and on failure
-    // leave the link alone; there is no other release to go back to.
+    // Already current (the manager asks again after the host reconnected, or a rollback reaches a host that
+    // never switched): when it is the release this host last activated and its probe passes, it runs and
+    // is left alone, so a rollback restarts nothing on the hosts it did not touch. Otherwise start it
+    // again, and on failure leave the link alone; there is no other release to go back to.
     let already_current = previous.as_ref() == Some(&release);
+    let was_active =
+        host.status.lock().expect("status lock").active.get(service.as_str()).is_some_and(|d| *d == digest.to_string());
+    if already_current && was_active {
+        let env = host.service_env(service, generation, &release, None);
+        let healthy = match &spec.health {
+            None => Ok(()),
+            Some(probe) => check_health(probe, &env, &release).await,
+        };
+        match healthy {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::warn!(%service, "the running release's probe fails ({e}); starting it again"),
+        }
+    }
     let previous = previous.filter(|p| *p != release);
     let previous_spec = previous.as_deref().and_then(|p| crate::releases::Releases::recorded_spec(p, service));
     let env = |release: &Path, previous: Option<&Path>| host.service_env(service, generation, release, previous);

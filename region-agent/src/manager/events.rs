@@ -1,12 +1,34 @@
 //! The manager's state transitions: one event at a time, then a scheduling round.
 
 use super::*;
-use cascade_core::deploy::{bounded_host_reason, HostFailure, HostFailures};
+use cascade_core::deploy::{bounded_host_reason, HostFailure, HostFailures, MAX_REPORTED_FAILURES};
+use cascade_core::rollout::{admitted, wave_rank};
 
 /// Whether a deploy of `service` with `spec` targets host `id`: it declared the service and carries every
 /// label of the placement (see [`HostDeclaration::runs`]).
 fn targeted(hosts: &BTreeMap<u32, HostEntry>, id: u32, service: &ServiceName, spec: &DeploySpec) -> bool {
     fault_injection::ignores_targeting() || hosts.get(&id).is_some_and(|h| h.declaration.runs(service, spec))
+}
+
+/// The hosts of this cluster the rollout's open waves admit: every targeted host the manager knows (online
+/// or not) in [`wave_rank`] order, the first [`admitted`] of them. The order depends only on host names and
+/// the generation, so a standby that takes over admits the same hosts.
+fn admitted_hosts(
+    hosts: &BTreeMap<u32, HostEntry>,
+    service: &ServiceName,
+    rollout: &Rollout,
+    region: &cascade_core::Region,
+    cluster: &cascade_core::ClusterName,
+) -> BTreeSet<u32> {
+    let mut ranked: Vec<(u64, &str, u32)> = hosts
+        .iter()
+        .filter(|(id, _)| targeted(hosts, **id, service, &rollout.spec))
+        .map(|(id, h)| (wave_rank(&h.name, rollout.generation), h.name.as_str(), *id))
+        .collect();
+    ranked.sort_unstable();
+    let count = admitted(&rollout.policy, &rollout.progress, region, cluster, ranked.len() as u64);
+    let count = if fault_injection::ignores_waves() { ranked.len() } else { count as usize };
+    ranked.into_iter().take(count).map(|(_, _, id)| id).collect()
 }
 
 impl<C: ControlPlane> Manager<C> {
@@ -41,7 +63,9 @@ impl<C: ControlPlane> Manager<C> {
                     .iter()
                     .filter(|(service, rollout)| targeted(hosts, host_id, service, &rollout.spec))
                     .filter_map(|(service, rollout)| match &rollout.phase {
-                        Phase::Running { manifest, download, .. } if rollout.control != RolloutControl::Aborted => {
+                        Phase::Running { manifest, download, .. }
+                            if rollout.control != RolloutControl::Aborted && rollout.progress.switching() =>
+                        {
                             Some(ManagerMessage::Prepare {
                                 service: service.clone(),
                                 generation: rollout.generation,
@@ -100,7 +124,14 @@ impl<C: ControlPlane> Manager<C> {
                     if rollout.control != version.control {
                         tracing::info!(%service, generation = version.generation, control = ?version.control, "rollout control");
                     }
+                    if rollout.progress.opened.len() != version.progress.opened.len() {
+                        tracing::info!(%service, generation = version.generation, waves_open = version.progress.opened.len(), "wave opened");
+                    }
+                    if let Some(end) = version.progress.end.as_ref().filter(|_| rollout.progress.end.is_none()) {
+                        tracing::info!(%service, generation = version.generation, state = end.state.name(), "rollout ended: {}", end.reason);
+                    }
                     rollout.control = version.control;
+                    rollout.progress = version.progress;
                 }
                 continue;
             }
@@ -115,6 +146,8 @@ impl<C: ControlPlane> Manager<C> {
                     digest: version.artifact.digest.clone(),
                     spec: (*version.artifact.deploy).clone(),
                     control: version.control,
+                    policy: version.policy,
+                    progress: version.progress,
                     phase: Phase::WaitingForReplication,
                     joined: BTreeSet::new(),
                     activated: BTreeSet::new(),
@@ -241,10 +274,23 @@ impl<C: ControlPlane> Manager<C> {
         }
         let mut messages: Vec<(u32, ManagerMessage)> = Vec::new();
         let mut reports = Vec::new();
+        let (region, cluster) = (&self.config.region, &self.config.cluster);
+        let admitted: BTreeMap<ServiceName, BTreeSet<u32>> = self
+            .rollouts
+            .iter()
+            .map(|(service, rollout)| (service.clone(), admitted_hosts(&self.hosts, service, rollout, region, cluster)))
+            .collect();
         for (service, rollout) in &mut self.rollouts {
-            if rollout.control != RolloutControl::Running {
+            if rollout.control != RolloutControl::Running || !rollout.progress.switching() {
                 continue;
             }
+            let admitted = &admitted[service];
+            // Most hosts switching at once (`max_unavailable`), counting those already switching.
+            let limit = match rollout.policy.max_unavailable {
+                0 => usize::MAX,
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            };
+            let mut switching = rollout.activating.len();
             let Phase::Running { scheduler, manifest, download } = &mut rollout.phase else { continue };
             let spec = &rollout.spec;
             let mut transfers: Vec<Transfer> = Vec::new();
@@ -267,11 +313,13 @@ impl<C: ControlPlane> Manager<C> {
                 ));
             }
             reports.extend(scheduler.drain_reports());
+            // The bytes go to every targeted host at once; only the hosts the open waves admit switch.
             for host in rollout.joined.iter().copied() {
                 let done = rollout.activated.contains(&host)
                     || rollout.activating.contains(&host)
                     || rollout.failed.contains_key(&host);
-                if !done && scheduler.is_complete(HostId(host)) {
+                if !done && admitted.contains(&host) && switching < limit && scheduler.is_complete(HostId(host)) {
+                    switching += 1;
                     rollout.activating.insert(host);
                     messages.push((
                         host,
@@ -311,11 +359,31 @@ impl<C: ControlPlane> Manager<C> {
     fn report(&mut self) {
         let acting = self.is_active();
         let live: BTreeSet<u32> = self.live_hosts().collect();
+        let (region, cluster) = (&self.config.region, &self.config.cluster);
         for (service, rollout) in &self.rollouts {
+            let admitted = admitted_hosts(&self.hosts, service, rollout, region, cluster);
             // Counts are of the hosts the deploy targets; the cluster's other hosts are only counted as such.
             let targeted: BTreeSet<u32> =
                 live.iter().copied().filter(|id| targeted(&self.hosts, *id, service, &rollout.spec)).collect();
             let total = targeted.len() as u64;
+            let offline = self
+                .hosts
+                .keys()
+                .filter(|id| !live.contains(id) && self::targeted(&self.hosts, **id, service, &rollout.spec))
+                .count() as u64;
+            let name = |id: &u32| self.hosts.get(id).map_or_else(|| format!("host {id}"), |h| h.name.clone());
+            // Admitted hosts without a verdict yet, by name: what a rollout past its deadline waits for.
+            let mut pending: Vec<String> = admitted
+                .iter()
+                .filter(|id| !rollout.activated.contains(id) && !rollout.failed.contains_key(id))
+                .map(|id| if live.contains(id) { name(id) } else { format!("{} (offline)", name(id)) })
+                .collect();
+            pending.sort();
+            pending.truncate(MAX_REPORTED_FAILURES);
+            let admitted_offline = admitted
+                .iter()
+                .filter(|id| !live.contains(id) && !rollout.activated.contains(id) && !rollout.failed.contains_key(id))
+                .count() as u64;
             let active = rollout.activated.intersection(&targeted).count() as u64;
             let failed_hosts: Vec<HostFailure> = rollout
                 .failed
@@ -356,18 +424,21 @@ impl<C: ControlPlane> Manager<C> {
                 activating,
                 active,
                 failed,
+                offline,
+                admitted_offline,
                 cluster_hosts: live.len() as u64,
             };
             let failures = HostFailures::bounded(failed_hosts);
             self.status.rollouts.insert(service.to_string(), (rollout.generation, counts));
             self.metrics.rollout(service.as_str(), rollout.generation, &counts);
             self.status.failures.insert(service.to_string(), failures.clone());
-            let reported = (rollout.generation, counts, failures);
+            let reported = (rollout.generation, counts, failures, pending);
             if !acting || self.last_reported.get(service) == Some(&reported) {
                 continue;
             }
             self.status.reports_sent += 1;
             let failures = reported.2.clone();
+            let pending = reported.3.clone();
             self.last_reported.insert(service.clone(), reported);
             let report = RolloutReport {
                 service: service.clone(),
@@ -377,6 +448,7 @@ impl<C: ControlPlane> Manager<C> {
                 counts,
                 failures,
                 holder: Some(self.holder.clone()),
+                pending,
             };
             let client = self.client.clone();
             tokio::spawn(async move {

@@ -16,6 +16,7 @@ use cascade_client::blobs::{open_store, read_manifest, Store, StoreConfig};
 use cascade_client::Client;
 use cascade_core::api::{DesiredVersions, ManagerLeaseRequest, RolloutReport};
 use cascade_core::fanout::{ChunkId, Config as FanoutConfig, FailReason, HostId, Report, Scheduler, Transfer};
+use cascade_core::rollout::{RolloutPolicy, RolloutProgress};
 use cascade_core::state::{ReplicationStatus, RolloutControl, RolloutCounts};
 use cascade_core::{ClusterName, DeploySpec, Digest, HostDeclaration, Manifest, Region, ServiceName};
 use object_store::path::Path as Key;
@@ -169,6 +170,9 @@ struct Rollout {
     /// The build's deploy spec: how hosts install and check it, and its placement.
     spec: DeploySpec,
     control: RolloutControl,
+    /// How its hosts switch in waves, and how far the committed state has opened them.
+    policy: RolloutPolicy,
+    progress: RolloutProgress,
     phase: Phase,
     // Ordered sets: the manager's messages go out in the same order every run (the simulation replays it).
     joined: BTreeSet<u32>,
@@ -190,7 +194,7 @@ struct Manager<C: ControlPlane> {
     manifests: Arc<RwLock<HashMap<Digest, Manifest>>>,
     status: ManagerStatus,
     metrics: Arc<ManagerMetrics>,
-    last_reported: HashMap<ServiceName, (u64, RolloutCounts, cascade_core::HostFailures)>,
+    last_reported: HashMap<ServiceName, (u64, RolloutCounts, cascade_core::HostFailures, Vec<String>)>,
     next_session: u64,
     /// The number each artifact goes by in per-chunk messages, for the manager's life (one digest, one
     /// number, as hosts keep one download per digest).
@@ -490,6 +494,7 @@ pub mod fault_injection {
     #[cfg(feature = "fault-injection")]
     thread_local! {
         static IGNORE_TARGETING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        static IGNORE_WAVES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
     /// Turns on (for this thread) a manager that sends every deploy to every host, whatever it runs, and
     /// hosts that skip their own check of it: the bug the simulation's `host_runs_only_its_services` must
@@ -503,6 +508,23 @@ pub mod fault_injection {
         #[cfg(feature = "fault-injection")]
         {
             IGNORE_TARGETING.with(|t| t.get())
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
+    }
+    /// Turns on (for this thread) a manager that switches every targeted host as soon as it holds the
+    /// bytes, whatever waves are open: the bug the simulation's `wave_order` must catch.
+    #[cfg(feature = "fault-injection")]
+    pub fn ignore_waves(on: bool) {
+        IGNORE_WAVES.with(|t| t.set(on));
+    }
+    /// Whether the bug is on; always false without the feature.
+    pub fn ignores_waves() -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            IGNORE_WAVES.with(|t| t.get())
         }
         #[cfg(not(feature = "fault-injection"))]
         {

@@ -97,6 +97,16 @@ struct Args {
     /// Service mix: largest share of the hosts a service runs on.
     #[arg(long, default_value_t = 0.5)]
     placement_max: f64,
+    /// Progressive delivery: after the fleet run, activate in these waves (a TOML array as in
+    /// `cascade.toml`) against one wave of every host, and with a build whose health probe fails.
+    #[arg(long)]
+    waves: Option<String>,
+    /// With --waves: each wave healthy this long before the next opens, seconds.
+    #[arg(long, default_value_t = 0)]
+    bake_secs: u64,
+    /// With --waves: seconds from a host's switch to its health verdict (activate + probe).
+    #[arg(long, default_value_t = 5.0)]
+    switch_secs: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -145,7 +155,10 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(mix.min_bytes > 0, "--service-min-gb is below one byte");
         print_services(&p, &mix);
     } else if !a.no_fleet {
-        print_fleet(&p);
+        let outcome = print_fleet(&p);
+        if let Some(waves) = &a.waves {
+            print_waves(&outcome, waves, a.bake_secs, a.switch_secs)?;
+        }
     }
     if a.services == 0 && !a.no_small {
         let chunks: Vec<u64> = a.small_chunk_mib.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
@@ -157,7 +170,54 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_fleet(p: &Params) {
+/// The rollout of `waves` over the fan-out `o`, against one wave, then with a failing canary.
+fn print_waves(o: &fleet::FleetOutcome, waves: &str, bake_secs: u64, switch_secs: f64) -> anyhow::Result<()> {
+    use cascade_core::rollout::{RolloutPolicy, RolloutSection, WaveSection};
+    #[derive(serde::Deserialize)]
+    struct Waves {
+        waves: Vec<WaveSection>,
+    }
+    let parsed: Waves = toml::from_str(&format!("waves = {waves}"))?;
+    let section = RolloutSection {
+        waves: Some(parsed.waves),
+        bake_secs: Some(bake_secs),
+        on_failure: Some("rollback".into()),
+        ..RolloutSection::default()
+    };
+    let staged = section.apply_to(&RolloutPolicy::default()).map_err(|e| anyhow::anyhow!("--waves: {e}"))?;
+    let single = RolloutPolicy { on_failure: staged.on_failure, ..RolloutPolicy::default() };
+    let run = |policy: &RolloutPolicy, bad_build: bool| {
+        fleet::run_waves(
+            o,
+            &fleet::WaveParams { policy: policy.clone(), switch_s: switch_secs, gate_s: 0.5, bad_build },
+        )
+    };
+    println!("rollout: switch (activate + health) {switch_secs} s per host, gate tick 0.5 s, bake {bake_secs} s");
+    for (name, policy) in [("one wave", &single), ("waves", &staged)] {
+        let waves: Vec<String> = policy.waves.iter().map(cascade_core::rollout::Wave::describe).collect();
+        let good = run(policy, false);
+        let opened: Vec<String> = good.opened.iter().map(|(at, hosts)| format!("{at:.1} s ({hosts} hosts)")).collect();
+        let end = good
+            .end
+            .as_ref()
+            .map_or("not ended".to_string(), |(state, _, at)| format!("{} at {at:.1} s", state.name()));
+        println!(
+            "  {name} [{}]: waves opened at {}; {end}; last host healthy {:.1} s",
+            waves.join(", "),
+            opened.join(", "),
+            good.last_verdict_s
+        );
+        let bad = run(policy, true);
+        let end = bad
+            .end
+            .as_ref()
+            .map_or("not ended".to_string(), |(state, reason, at)| format!("{} at {at:.1} s: {reason}", state.name()));
+        println!("    bad build: {} of {} hosts switched to it; {end}", bad.switched, bad.hosts);
+    }
+    Ok(())
+}
+
+fn print_fleet(p: &Params) -> fleet::FleetOutcome {
     let n = p.hosts / p.regions;
     println!(
         "fleet: {} regions × {} hosts, {:.1} GB in {} MiB chunks, hosts {} Gbit/s, seed {} Gbit/s, store {} Gbit/s",
@@ -221,6 +281,7 @@ fn print_fleet(p: &Params) {
         o.replication_s + p.binary_tree_s(n)
     );
     println!("model: {} events, wall clock {:.1} s", o.total(|r| r.events), o.wall_s);
+    o
 }
 
 fn print_small(base: &Params, chunk_mibs: &[u64]) {

@@ -237,7 +237,7 @@ pub async fn run_client(shared: Shared, seed: u64, builds: usize, deploy_until: 
         let command = if rng.gen_bool(0.05) {
             Command::Cancel { job }
         } else {
-            Command::SetDesiredVersion { service: service.clone(), build: job }
+            Command::SetDesiredVersion { service: service.clone(), build: job, rollout: None }
         };
         match api.write(&actor, command).await {
             Some(Ok(CommandOutput::Desired(d))) => {

@@ -128,25 +128,7 @@ impl ControlPlane for SimControl {
     }
 
     fn report_rollout<'a>(&'a self, report: &'a RolloutReport) -> BoxFuture<'a, Result<(), String>> {
-        let command = match &report.holder {
-            Some(holder) => Command::ReportRolloutHeld {
-                holder: holder.clone(),
-                service: report.service.clone(),
-                generation: report.generation,
-                region: report.region.clone(),
-                cluster: report.cluster.clone(),
-                counts: report.counts,
-                failures: report.failures.clone(),
-            },
-            None => Command::ReportRollout {
-                service: report.service.clone(),
-                generation: report.generation,
-                region: report.region.clone(),
-                cluster: report.cluster.clone(),
-                counts: report.counts,
-                failures: report.failures.clone(),
-            },
-        };
+        let command = Command::ReportRollout(Box::new(report.clone()));
         Box::pin(async move { self.write(command).await.map(|_| ()) })
     }
 

@@ -89,6 +89,7 @@ pub async fn run_node(shared: Shared, index: usize) -> turmoil::Result {
         tokio::task::spawn_local(join_as_learner(shared.clone(), node.clone(), name.clone(), voters));
     }
     tokio::task::spawn_local(monitor::run(node.clone()));
+    tokio::task::spawn_local(cascade_raft_node::rollout_controller::run(node.clone()));
     // Only runs with region agents have blob stores to replicate (and no task is spawned without them, so
     // runs without agents schedule exactly as they did).
     if voter && shared.borrow().blobs.is_some() {

@@ -6,6 +6,7 @@
 mod region;
 mod services;
 mod timeline;
+mod waves;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -13,6 +14,7 @@ use std::time::Instant;
 
 pub use region::{chunk_len, run_region, RegionOutcome};
 pub use services::{draw_services, run_mix, Mix, MixOutcome, PerHost, Placement, Service, ServiceOutcome};
+pub use waves::{run_waves, WaveParams, WavesOutcome};
 
 /// The fleet, its links and its failures. [`Params::fleet`] holds the defaults of the issue.
 #[derive(Clone, Debug)]

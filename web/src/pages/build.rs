@@ -180,7 +180,7 @@ pub async fn deploy<B: ConsoleBackend>(
     let session = crate::authorize_post(&console, &headers, &form.csrf, Role::Deployer)?;
     let service = console.backend.read(|state, _| state.jobs.get(&JobId(id)).map(|j| j.service.clone()));
     let service = service.ok_or_else(|| Reject::not_found(format!("no build with id {id}")))?;
-    let request = DeployRequest { service: service.clone(), build: JobId(id) };
+    let request = DeployRequest { service: service.clone(), build: JobId(id), rollout: None };
     console.backend.deploy(session.principal.clone(), request).await?;
     Ok(Redirect::to(&format!("/services/{service}")))
 }

@@ -160,15 +160,7 @@ fn bar(label: &str, c: &RolloutCounts) -> Markup {
 }
 
 fn sum(counts: impl Iterator<Item = RolloutCounts>) -> RolloutCounts {
-    counts.fold(RolloutCounts::default(), |a, c| RolloutCounts {
-        total: a.total + c.total,
-        fetching: a.fetching + c.fetching,
-        verified: a.verified + c.verified,
-        activating: a.activating + c.activating,
-        active: a.active + c.active,
-        failed: a.failed + c.failed,
-        cluster_hosts: a.cluster_hosts + c.cluster_hosts,
-    })
+    counts.fold(RolloutCounts::default(), |a, c| a + c)
 }
 
 /// The failed hosts of the current rollout with their reasons, per cluster (the managers report the first
