@@ -219,9 +219,22 @@ async fn desired_long_poll_wakes_on_a_deploy_not_on_other_writes() {
     // Had any of the submissions woken it, it would have answered before the deploy, with no service.
     assert_eq!(woke.services[&ServiceName::parse("api").unwrap()].generation, 1);
     assert!(woke.changed_at_index > 0);
-    // Nothing changes after that: a poll from the latest change times out and answers the same versions.
-    let again = viewer.desired(Some(woke.changed_at_index), Duration::from_secs(1)).await.expect("desired");
-    assert_eq!((again.changed_at_index, &again.services), (woke.changed_at_index, &woke.services));
+    // The rollout controller then steps the rollout (its wave opens, it completes: no manager reports, so
+    // nothing to wait for); after that nothing changes: a poll from the latest change times out and
+    // answers the same versions.
+    let mut latest = woke;
+    for _ in 0..5 {
+        let again = viewer.desired(Some(latest.changed_at_index), Duration::from_secs(2)).await.expect("desired");
+        assert_eq!(again.services[&ServiceName::parse("api").unwrap()].generation, 1, "only steps of generation 1");
+        if again.changed_at_index == latest.changed_at_index {
+            assert_eq!(again.services, latest.services, "an unchanged index answers the same versions");
+            let api = &again.services[&ServiceName::parse("api").unwrap()];
+            assert!(api.progress.end.is_some(), "the poll settles once the rollout ended: {:?}", api.progress);
+            return;
+        }
+        latest = again;
+    }
+    panic!("the desired versions kept changing: {:?}", latest.services);
 }
 
 /// POSTs a body declared as 10 MiB over a raw connection and returns the answer's status and JSON body.
