@@ -135,6 +135,16 @@ async fn click(c: &Client, css: &str) {
     }
 }
 
+/// Clicks `css` and accepts the confirmation dialog it opens.
+async fn click_and_confirm(c: &Client, css: &str) {
+    click(c, css).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = c.accept_alert().await {
+        assert!(Instant::now() < deadline, "{css} opened no confirmation dialog within 5 s: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn screenshot(c: &Client, dir: &Path, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
     std::fs::create_dir_all(dir).expect("screenshot dir");
@@ -261,6 +271,10 @@ async fn console_builds_watches_and_deploys_in_a_real_browser() {
     // A forged POST (no or a wrong anti-forgery token) is refused, even with the deployer's cookie.
     assert_eq!(post_from_page(c, &format!("/builds/{id}/deploy"), "").await, 403);
     assert_eq!(post_from_page(c, &format!("/builds/{id}/deploy"), "csrf=forged").await, 403);
+    // Deploy in two waves: one host, then the rest once a deployer promotes (the form's overrides).
+    c.find(Locator::Css("#rollout-overrides summary")).await.expect("overrides").click().await.expect("open");
+    let waves = "[{hosts = 1}, {percent = 100, approval = \"manual\"}]";
+    c.find(Locator::Css("#waves")).await.expect("waves field").send_keys(waves).await.expect("type waves");
     c.find(Locator::Css("#deploy")).await.expect("Deploy button").click().await.expect("deploy");
     wait_until("on the service page", Duration::from_secs(10), || async move {
         c.current_url().await.is_ok_and(|u| u.path() == "/services/hello")
@@ -269,44 +283,67 @@ async fn console_builds_watches_and_deploys_in_a_real_browser() {
     assert_eq!(text(c, "#desired-build").await, Some(format!("#{id}")));
     assert_eq!(text(c, "#generation").await.as_deref(), Some("1"), "exactly one deploy: the forged ones did nothing");
 
-    // The rollout reaches 100 % in the page by live update (the marker survives: no reload).
+    // Wave 1 (one host) goes live and the page, by live update (the marker survives: no reload), waits at
+    // the manual wave with one host active.
     c.execute("window.cascadeMarker = 43; return true;", vec![]).await.expect("set marker");
     let all = "#rollout .progress[data-label=\"all regions\"]";
-    wait_until("every host active in the page", Duration::from_secs(120), || async move {
-        attr(c, all, "data-total").await.as_deref() == Some(hosts)
-            && attr(c, all, "data-active").await.as_deref() == Some(hosts)
+    wait_until("wave 2 awaiting promote with one host active", Duration::from_secs(120), || async move {
+        attr(c, "#waves tr[data-wave=\"2\"]", "data-wave-state").await.as_deref() == Some("awaiting promote")
+            && attr(c, all, "data-active").await.as_deref() == Some("1")
     })
     .await;
-    let marker = c.execute("return window.cascadeMarker;", vec![]).await.expect("read marker");
-    assert_eq!(marker, json!(43), "the service page was reloaded instead of updated in place");
-    for region in REGIONS {
-        let bar = format!("#rollout .progress[data-label=\"{region}\"]");
-        let per_region = HOSTS_PER_REGION.to_string();
-        assert_eq!(attr(c, &bar, "data-active").await, Some(per_region), "{region}");
-    }
-    wait_until("the history's outcome complete", Duration::from_secs(10), || async move {
-        attr(c, "#history tr[data-generation=\"1\"] [data-outcome]", "data-outcome").await.as_deref()
-            == Some("complete")
-    })
-    .await;
-    assert_eq!(attr(c, "#control", "data-control").await.as_deref(), Some("running"));
-    screenshot(c, &shots, "service").await;
+    assert_eq!(attr(c, "#waves tr[data-wave=\"1\"]", "data-wave-state").await.as_deref(), Some("done"));
+    assert!(text(c, "#stage").await.is_some_and(|t| t.contains("Promote")), "{:?}", text(c, "#stage").await);
+    screenshot(c, &shots, "service-awaiting-promote").await;
 
-    // Pause, then Resume, the current rollout; a control POST without the anti-forgery token is refused.
+    // Pause, then Resume (each confirmed in a dialog); a control POST without the anti-forgery token is
+    // refused.
     assert_eq!(post_from_page(c, "/services/hello/control", "generation=1&action=abort").await, 403);
-    click(c, "#pause").await;
+    click_and_confirm(c, "#pause").await;
     wait_until("the rollout shown paused", Duration::from_secs(10), || async move {
         attr(c, "#control", "data-control").await.as_deref() == Some("paused")
     })
     .await;
     assert!(!exists(c, "#pause").await, "a paused rollout offers Resume, not Pause");
     screenshot(c, &shots, "service-paused").await;
-    click(c, "#resume").await;
+    click_and_confirm(c, "#resume").await;
     wait_until("the rollout shown running", Duration::from_secs(10), || async move {
         attr(c, "#control", "data-control").await.as_deref() == Some("running")
     })
     .await;
     assert!(exists(c, "#pause").await && exists(c, "#abort").await);
+
+    // Promote: every host switches, the rollout ends complete, and an ended rollout offers no control.
+    click_and_confirm(c, "#promote").await;
+    // The form's POST lands back on the service page, where wave 2 is open; from there on, live updates.
+    wait_until("wave 2 open after Promote", Duration::from_secs(10), || async move {
+        attr(c, "#waves tr[data-wave=\"2\"]", "data-wave-state").await.as_deref() != Some("awaiting promote")
+    })
+    .await;
+    c.execute("window.cascadeMarker = 44; return true;", vec![]).await.expect("set marker");
+    wait_until("every host active in the page", Duration::from_secs(120), || async move {
+        attr(c, all, "data-total").await.as_deref() == Some(hosts)
+            && attr(c, all, "data-active").await.as_deref() == Some(hosts)
+    })
+    .await;
+    for region in REGIONS {
+        let bar = format!("#rollout .progress[data-label=\"{region}\"]");
+        let per_region = HOSTS_PER_REGION.to_string();
+        assert_eq!(attr(c, &bar, "data-active").await, Some(per_region), "{region}");
+    }
+    wait_until("the rollout's end complete", Duration::from_secs(30), || async move {
+        attr(c, "#rollout-end", "data-end").await.as_deref() == Some("complete")
+            && attr(c, "#history tr[data-generation=\"1\"] [data-outcome]", "data-outcome").await.as_deref()
+                == Some("complete")
+    })
+    .await;
+    let marker = c.execute("return window.cascadeMarker;", vec![]).await.expect("read marker");
+    assert_eq!(marker, json!(44), "the service page was reloaded instead of updated in place");
+    wait_until("no control offered for the ended rollout", Duration::from_secs(10), || async move {
+        !exists(c, "#pause").await && !exists(c, "#abort").await && !exists(c, "#promote").await
+    })
+    .await;
+    screenshot(c, &shots, "service").await;
     c.goto(&format!("{base}/cluster")).await.expect("open cluster");
     wait_until("the worker listed", Duration::from_secs(10), || async move {
         text(c, "#workers").await.is_some_and(|t| t.contains("w1"))

@@ -131,6 +131,18 @@ impl ConsoleBackend for NodeConsole {
         }
     }
 
+    async fn promote_rollout(
+        &self,
+        actor: Principal,
+        service: ServiceName,
+        generation: u64,
+    ) -> Result<DesiredVersion, BackendError> {
+        match self.command(actor, Command::PromoteRollout { service, generation }).await? {
+            CommandOutput::Desired(desired) => Ok(desired),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn build_log(&self, build: JobId, tail: u64) -> Result<BuildLog, BackendError> {
         let Some(blobs) = &self.blobs else {
             return Err(BackendError::new(503, "this node has no [stores] configured, so it cannot read build logs"));

@@ -77,6 +77,16 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         control: RolloutControl,
     ) -> impl Future<Output = Result<DesiredVersion, BackendError>> + Send;
 
+    /// Opens the manual wave the rollout of `generation` of `service` waits at (core's
+    /// `Command::PromoteRollout`, which refuses a rollout that is not waiting for approval, has ended, or is
+    /// not the current generation).
+    fn promote_rollout(
+        &self,
+        actor: Principal,
+        service: ServiceName,
+        generation: u64,
+    ) -> impl Future<Output = Result<DesiredVersion, BackendError>> + Send;
+
     /// The end (at most `tail` bytes) of a build's latest attempt log, the source of `/api/v1/builds/{id}/log`.
     fn build_log(&self, build: JobId, tail: u64) -> impl Future<Output = Result<BuildLog, BackendError>> + Send;
 

@@ -129,6 +129,18 @@ impl ConsoleBackend for MemoryBackend {
         }
     }
 
+    async fn promote_rollout(
+        &self,
+        actor: Principal,
+        service: ServiceName,
+        generation: u64,
+    ) -> Result<DesiredVersion, BackendError> {
+        match self.run(actor, Command::PromoteRollout { service, generation })? {
+            CommandOutput::Desired(desired) => Ok(desired),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn build_log(&self, build: JobId, _tail: u64) -> Result<BuildLog, BackendError> {
         Err(BackendError::new(404, format!("build {build}: this in-memory backend keeps no logs")))
     }

@@ -65,3 +65,15 @@
     });
   }
 })();
+
+// Bake countdowns (`data-countdown` seconds when the page was rendered) tick down between live updates; a
+// live update replaces the element with the server's fresh figure.
+(function countdowns() {
+  setInterval(() => {
+    for (const el of document.querySelectorAll("[data-countdown]")) {
+      if (el.startedAt === undefined) { el.startedAt = Date.now(); el.startLeft = parseInt(el.dataset.countdown, 10) || 0; }
+      const left = Math.max(0, el.startLeft - Math.floor((Date.now() - el.startedAt) / 1000));
+      el.textContent = left + " s left";
+    }
+  }, 1000);
+})();

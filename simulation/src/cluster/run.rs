@@ -187,7 +187,9 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
             if !options.liveness {
                 break None;
             }
-            match converged(&shared.borrow(), &checker) {
+            // Bound the borrow to this statement: the arms below borrow `shared` mutably.
+            let convergence = converged(&shared.borrow(), &checker);
+            match convergence {
                 Ok(true) => {
                     converged_at = Some(now);
                     let failed = hosts_reported_failed(&shared.borrow());
@@ -432,9 +434,11 @@ fn act(
     }
 }
 
-/// Whether the healed cluster has converged: a leader, every build terminal, every acknowledged build
-/// present, every replica (voters and learners) applied as far as the leader, and with region agents every
-/// host agent on the desired versions that target it. Violations of the final checks are errors.
+/// Whether the healed cluster has converged: a leader, every build terminal, every rollout ended (complete,
+/// failed, rolled back, aborted or superseded: its deadline bounds how long a wave may wait), every
+/// acknowledged build present, every replica (voters and learners) applied as far as the leader, and with
+/// region agents every host agent on the desired versions that target it. Violations of the final checks
+/// are errors.
 fn converged(world: &World, checker: &Checker) -> Result<bool, Violation> {
     if !world.client_done {
         return Ok(false);
@@ -445,6 +449,9 @@ fn converged(world: &World, checker: &Checker) -> Result<bool, Violation> {
     let leader_applied = leader.applied_index();
     let all_terminal = leader.read(|v| v.state.jobs.values().all(|j| j.status.is_terminal()));
     if !all_terminal {
+        return Ok(false);
+    }
+    if leader.read(|v| v.state.unfinished_rollouts().next().is_some()) {
         return Ok(false);
     }
     for slot in &world.nodes {
@@ -482,8 +489,10 @@ enum Progress {
 }
 
 /// For every host agent and every desired version in its region's learner state that targets it
-/// ([`HostDeclaration::runs`], as the manager decides): where it is, in words, with its progress. A host the
-/// version does not target is not expected to run it (`host_runs_only_its_services` holds it to not).
+/// ([`HostDeclaration::runs`], as the manager decides) and still switches hosts (its rollout has not
+/// ended, or ended complete): where it is, in words, with its progress. A host the version does not target
+/// is not expected to run it (`host_runs_only_its_services` holds it to not); nor is one of a rollout that
+/// halted before its wave opened (`halted_rollout_activates_nothing_new` holds it to not switch).
 fn host_progress(world: &World) -> Vec<(Progress, String)> {
     let learners: Vec<_> = world.nodes.iter().filter(|n| !n.voter).collect();
     let cluster = ClusterName::parse(agents::CLUSTER).ok();
@@ -497,7 +506,7 @@ fn host_progress(world: &World) -> Vec<(Progress, String)> {
         let declaration = HostDeclaration { services: agent.services.clone(), labels: BTreeMap::new() };
         node.read(|v| {
             for (service, version) in &v.state.desired {
-                if !declaration.runs(service, &version.artifact.deploy) {
+                if !declaration.runs(service, &version.artifact.deploy) || !version.progress.switching() {
                     continue;
                 }
                 let current =
@@ -545,6 +554,20 @@ fn hosts_reported_failed(world: &World) -> Vec<String> {
 fn not_converged(world: &World) -> String {
     let mut parts = vec![format!("client done: {}, deploys done: {}", world.client_done, world.deploys_done)];
     parts.extend(hosts_behind(world));
+    if let Some(leader) = world.nodes.iter().filter_map(|n| n.node.as_ref()).find(|n| n.is_leader()) {
+        let now = leader.clock.now();
+        parts.extend(leader.read(|v| {
+            let state = &v.state;
+            state
+                .unfinished_rollouts()
+                .filter_map(|service| state.desired.get(service))
+                .map(|d| {
+                    let stage = cascade_core::rollout::describe_stage(&d.policy, &d.progress, d.control, now);
+                    format!("{} generation {} rollout unfinished: {stage}", d.service, d.generation)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
     for slot in &world.nodes {
         match &slot.node {
             None => parts.push(format!("{} down", slot.name)),

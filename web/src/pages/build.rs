@@ -1,12 +1,14 @@
-//! One build: status, timeline, live log tail, artifact, replication per region, Deploy and Cancel.
+//! One build: status, timeline, live log tail, artifact, replication per region, Deploy (with optional
+//! rollout overrides) and Cancel.
 
 use super::layout::{csrf_field, page};
+use super::overrides::OverrideFields;
 use super::{badge, build_duration, bytes, time};
 use crate::session::Session;
-use crate::{ConsoleBackend, Reject, Shared};
+use crate::{Console, ConsoleBackend, Reject, Shared};
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::response::Redirect;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use cascade_core::api::{DeployRequest, Role};
 use cascade_core::state::{ArtifactRecord, ReplicationStatus};
@@ -58,7 +60,7 @@ fn actions(session: &Session, job: &Job) -> Markup {
     html! {
         div.actions {
             @if session.allows(Role::Deployer) {
-                form.inline method="post" action={"/builds/" (job.id) "/deploy"} {
+                form.inline #deploy-form method="post" action={"/builds/" (job.id) "/deploy"} {
                     (csrf_field(session))
                     @if let Some(reason) = &reason {
                         button #deploy type="submit" disabled title=(reason) { "Deploy to " (job.service) }
@@ -123,6 +125,18 @@ pub async fn show<B: ConsoleBackend>(
     Path(id): Path<u64>,
 ) -> Result<Markup, Reject> {
     let session = crate::session_of(&console, &headers)?;
+    render(&console, &session, id, &OverrideFields::default(), None).await
+}
+
+/// The build page; `overrides` refills the deploy form's rollout overrides, `error` says why a deploy was
+/// refused. Both sit outside the live region, so a live update never resets what is being typed.
+async fn render<B: ConsoleBackend>(
+    console: &Console<B>,
+    session: &Session,
+    id: u64,
+    overrides: &OverrideFields,
+    error: Option<&str>,
+) -> Result<Markup, Reject> {
     let found = console.backend.read(|state, _| {
         let job = state.jobs.get(&JobId(id))?.clone();
         let record = match &job.status {
@@ -140,18 +154,23 @@ pub async fn show<B: ConsoleBackend>(
             Err(e) => Err(e.detail),
         }
     };
+    let may_deploy = matches!(job.status, JobStatus::Queued | JobStatus::Running { .. } | JobStatus::Succeeded { .. });
     let title = format!("Build {id}");
     Ok(page(
         &title,
-        Some(&session),
+        Some(session),
         html! {
             h1 { (title) " · " (job.service) }
-            div #live { (detail(&session, &job, record.as_ref(), &log)) }
+            @if let Some(error) = error {
+                p.error #deploy-error role="alert" { "Not deployed: " (error) }
+            }
+            @if may_deploy && session.allows(Role::Deployer) { (overrides.fields("deploy-form")) }
+            div #live { (detail(session, &job, record.as_ref(), &log)) }
         },
     ))
 }
 
-/// Fields of the cancel and deploy forms.
+/// Fields of the cancel form.
 #[derive(Deserialize)]
 pub struct ActionForm {
     #[serde(default)]
@@ -170,17 +189,42 @@ pub async fn cancel<B: ConsoleBackend>(
     Ok(Redirect::to(&format!("/builds/{id}")))
 }
 
-/// `POST /builds/{id}/deploy`: makes the build its service's desired version, then shows the service.
+/// Fields of the deploy form: the anti-forgery token and the optional rollout overrides.
+#[derive(Deserialize)]
+pub struct DeployForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    overrides: OverrideFields,
+}
+
+/// `POST /builds/{id}/deploy`: makes the build its service's desired version (with the form's rollout
+/// overrides), then shows the service. A refused deploy shows the build page again with the reason and the
+/// values typed.
 pub async fn deploy<B: ConsoleBackend>(
     State(console): State<Shared<B>>,
     headers: HeaderMap,
     Path(id): Path<u64>,
-    Form(form): Form<ActionForm>,
-) -> Result<Redirect, Reject> {
+    Form(form): Form<DeployForm>,
+) -> Result<Response, Reject> {
     let session = crate::authorize_post(&console, &headers, &form.csrf, Role::Deployer)?;
     let service = console.backend.read(|state, _| state.jobs.get(&JobId(id)).map(|j| j.service.clone()));
     let service = service.ok_or_else(|| Reject::not_found(format!("no build with id {id}")))?;
-    let request = DeployRequest { service: service.clone(), build: JobId(id), rollout: None };
-    console.backend.deploy(session.principal.clone(), request).await?;
-    Ok(Redirect::to(&format!("/services/{service}")))
+    let outcome =
+        match form.overrides.section() {
+            Ok(rollout) => {
+                let request = DeployRequest { service: service.clone(), build: JobId(id), rollout };
+                console.backend.deploy(session.principal.clone(), request).await.map_err(|e| {
+                    (StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), e.detail)
+                })
+            }
+            Err(detail) => Err((StatusCode::BAD_REQUEST, detail)),
+        };
+    match outcome {
+        Ok(_) => Ok(Redirect::to(&format!("/services/{service}")).into_response()),
+        Err((status, detail)) => {
+            let page = render(&console, &session, id, &form.overrides, Some(&detail)).await?;
+            Ok((status, page).into_response())
+        }
+    }
 }

@@ -6,7 +6,9 @@ pub mod builds;
 pub mod cluster;
 pub mod layout;
 pub mod live;
+pub mod overrides;
 pub mod service;
+pub mod waves;
 
 use cascade_core::{JobStatus, UnixMillis};
 use maud::{html, Markup};

@@ -1,9 +1,11 @@
-//! Services: the desired version and generation, rollout progress per region and cluster, a chart of hosts
-//! active, pause / resume / abort of the current rollout, the deploy history with each rollout's outcome,
+//! Services: the desired version and generation, the rollout's stage (the sentence the CLI prints), its
+//! waves and their states, how it ended and why, progress per region and cluster, a chart of hosts active,
+//! promote / pause / resume / abort of the current rollout, the deploy history with each rollout's outcome,
 //! and rollback to the previous build.
 
 use super::layout::{csrf_field, page};
 use super::time;
+use super::waves;
 use crate::session::Session;
 use crate::{ConsoleBackend, Reject, Shared};
 use axum::extract::{Path, State};
@@ -11,8 +13,9 @@ use axum::http::HeaderMap;
 use axum::response::Redirect;
 use axum::Form;
 use cascade_core::api::Role;
+use cascade_core::rollout::{describe_stage, DeployOrigin};
 use cascade_core::state::{ClusterRollout, DesiredVersion, RolloutControl, RolloutCounts};
-use cascade_core::{ClusterName, Region, ServiceName};
+use cascade_core::{ClusterName, Region, ServiceName, UnixMillis};
 use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -73,20 +76,37 @@ fn control_badge(control: RolloutControl) -> Markup {
     html! { span class={"badge " (class)} { (control_name(control)) } }
 }
 
-/// Pause / Resume / Abort for the current generation: one CSRF-protected form whose buttons name the
-/// action. The generation travels with the form, so a page left open cannot stop a newer deploy.
+/// Promote / Pause / Resume / Abort for the current generation: one CSRF-protected form whose buttons name
+/// the action, each confirmed first. The generation travels with the form, so a page left open cannot act on
+/// a newer deploy. A rollout that ended offers none of them.
 fn controls(session: &Session, desired: &DesiredVersion) -> Markup {
+    let progress = &desired.progress;
+    let next = progress.opened.len();
+    let promote = desired
+        .policy
+        .waves
+        .get(next)
+        .map(|w| format!("wave {} of {} ({})", next + 1, desired.policy.waves.len(), w.describe()));
     html! {
-        @if desired.control == RolloutControl::Aborted {
-            p.muted #controls { "Aborted: hosts keep their previous release. Deploy again to start a new rollout." }
+        @if let Some(end) = &progress.end {
+            p.muted #controls {
+                "This rollout ended (" (end.state.name()) "): nothing to promote, pause or abort. Deploy again to start a new rollout."
+            }
         } @else {
             form.inline #controls method="post" action={"/services/" (desired.service) "/control"} {
                 (csrf_field(session))
                 input type="hidden" name="generation" value=(desired.generation);
+                @if let (true, Some(promote)) = (progress.awaiting_approval, &promote) {
+                    button #promote type="submit" name="action" value="promote"
+                        onclick={"return confirm('Promote: open " (promote) " of generation " (desired.generation) "? Its hosts switch to the new release.')"} { "Promote: open " (promote) }
+                    " "
+                }
                 @if desired.control == RolloutControl::Paused {
-                    button #resume type="submit" name="action" value="resume" { "Resume rollout" }
+                    button #resume type="submit" name="action" value="resume"
+                        onclick="return confirm('Resume this rollout? Hosts start switching again.')" { "Resume rollout" }
                 } @else {
-                    button #pause type="submit" name="action" value="pause" { "Pause rollout" }
+                    button #pause type="submit" name="action" value="pause"
+                        onclick="return confirm('Pause this rollout? No host starts switching until it is resumed.')" { "Pause rollout" }
                 }
                 " "
                 button.danger #abort type="submit" name="action" value="abort"
@@ -96,21 +116,40 @@ fn controls(session: &Session, desired: &DesiredVersion) -> Markup {
     }
 }
 
-/// How one deploy's rollout went, from its control state and the counts its clusters last reported.
+/// Why this generation exists when it is a roll back, with the end of the rollout it rolled back.
+fn origin(desired: &DesiredVersion, history: &[(DesiredVersion, Option<RolloutCounts>)]) -> Markup {
+    let (of, automatic) = match desired.origin {
+        DeployOrigin::Deploy => return html! {},
+        DeployOrigin::Rollback { of } => (of, false),
+        DeployOrigin::AutoRollback { of } => (of, true),
+    };
+    let rolled_back = history.iter().map(|(h, _)| h).find(|h| h.generation == of);
+    html! {
+        p #origin data-origin=(if automatic { "auto rollback" } else { "rollback" }) {
+            @if automatic { "Generation " (desired.generation) " is an automatic roll back of generation " (of) " to build #" (desired.build) "." }
+            @else { "Generation " (desired.generation) " rolls generation " (of) " back to build #" (desired.build) "." }
+        }
+        @if let Some(end) = rolled_back.and_then(|h| h.progress.end.as_ref()) { (waves::end_box("origin-end", of, end)) }
+    }
+}
+
+/// How one deploy's rollout went: its recorded end, or (not ended) whether it is under way, with the counts
+/// its clusters last reported.
 fn outcome(entry: &DesiredVersion, counts: Option<&RolloutCounts>, current: bool) -> Markup {
     let figures = |c: &RolloutCounts| {
         let failed = if c.failed > 0 { format!(", {} failed", c.failed) } else { String::new() };
         format!("{} / {} active{failed}", c.active, c.total)
     };
-    let (class, word) = match (entry.control, counts, current) {
-        (RolloutControl::Aborted, _, _) => ("failed", "aborted"),
-        (_, Some(c), _) if c.total > 0 && c.active == c.total => ("succeeded", "complete"),
-        (RolloutControl::Paused, _, true) => ("queued", "paused"),
-        (_, _, true) => ("running", "in progress"),
-        (_, _, false) => ("cancelled", "superseded"),
+    let (class, word) = match (&entry.progress.end, entry.control, current) {
+        (Some(end), _, _) => (waves::end_class(end.state), end.state.name()),
+        (None, RolloutControl::Aborted, _) => ("failed", "aborted"),
+        (None, RolloutControl::Paused, true) => ("queued", "paused"),
+        (None, _, true) => ("running", "in progress"),
+        (None, _, false) => ("cancelled", "superseded"),
     };
+    let reason = entry.progress.end.as_ref().map(|e| e.reason.as_str()).unwrap_or_default();
     html! {
-        span class={"badge " (class)} data-outcome=(word) { (word) }
+        span class={"badge " (class)} data-outcome=(word) title=(reason) { (word) }
         " "
         span.muted { @match counts { Some(c) => (figures(c)), None => "no host reported" } }
     }
@@ -263,6 +302,7 @@ pub async fn show<B: ConsoleBackend>(
         regions.entry(region).or_default().push((cluster, r));
     }
     let title = format!("Service {service}");
+    let now = UnixMillis(super::now_ms());
     Ok(page(
         &title,
         Some(&session),
@@ -283,16 +323,26 @@ pub async fn show<B: ConsoleBackend>(
                                 }
                             }
                             dt { "deployed by" } dd { (d.set_by) " at " (time(d.set_at)) }
-                            dt { "rollout" } dd #control data-control=(control_name(d.control)) { (control_badge(d.control)) }
+                            dt { "rollout" } dd #control data-control=(control_name(d.control)) {
+                                @match &d.progress.end {
+                                    Some(end) => span class={"badge " (waves::end_class(end.state))} { "ended " (end.state.name()) },
+                                    None => (control_badge(d.control)),
+                                }
+                            }
                         }
+                        @if let Some(end) = &d.progress.end { (waves::end_box("rollout-end", d.generation, end)) }
+                        (origin(d, &view.history))
                         @if session.allows(Role::Deployer) { (controls(&session, d)) }
                         @if let (Some(p), true) = (previous, session.allows(Role::Deployer)) {
                             form.inline method="post" action={"/services/" (service) "/rollback"} {
                                 (csrf_field(&session))
-                                button #rollback type="submit" { "Roll back to build #" (p.build) }
+                                button #rollback type="submit"
+                                    onclick={"return confirm('Roll back to build #" (p.build) "? Every host switches to it at once (a new generation).')"} { "Roll back to build #" (p.build) }
                             }
                         }
                         h2 { "Rollout of generation " (d.generation) }
+                        p #stage { (describe_stage(&d.policy, &d.progress, d.control, now)) }
+                        (waves::table(d, &view.rollout, now))
                         @if regions.is_empty() {
                             p.muted #rollout { "No region has reported yet: region agents report host counts here as they fan the artifact out." }
                         } @else {
@@ -358,12 +408,13 @@ pub struct ControlForm {
     /// The generation the page showed; core refuses any other than the current one.
     #[serde(default)]
     generation: String,
-    /// `pause`, `resume` or `abort` (the pressed button's value).
+    /// `promote`, `pause`, `resume` or `abort` (the pressed button's value).
     #[serde(default)]
     action: String,
 }
 
-/// `POST /services/{name}/control`: pauses, resumes or aborts the current rollout, then shows the service.
+/// `POST /services/{name}/control`: promotes, pauses, resumes or aborts the current rollout, then shows the
+/// service.
 pub async fn control<B: ConsoleBackend>(
     State(console): State<Shared<B>>,
     headers: HeaderMap,
@@ -375,12 +426,17 @@ pub async fn control<B: ConsoleBackend>(
     let bad = |detail: String| Reject::Status(axum::http::StatusCode::BAD_REQUEST, detail);
     let generation: u64 =
         form.generation.parse().map_err(|_| bad(format!("generation {:?} is not a number", form.generation)))?;
+    let actor = session.principal.clone();
     let control = match form.action.as_str() {
+        "promote" => {
+            console.backend.promote_rollout(actor, service.clone(), generation).await?;
+            return Ok(Redirect::to(&format!("/services/{service}")));
+        }
         "pause" => RolloutControl::Paused,
         "resume" => RolloutControl::Running,
         "abort" => RolloutControl::Aborted,
-        other => return Err(bad(format!("no rollout action {other:?}: use pause, resume or abort"))),
+        other => return Err(bad(format!("no rollout action {other:?}: use promote, pause, resume or abort"))),
     };
-    console.backend.control_rollout(session.principal.clone(), service.clone(), generation, control).await?;
+    console.backend.control_rollout(actor, service.clone(), generation, control).await?;
     Ok(Redirect::to(&format!("/services/{service}")))
 }
