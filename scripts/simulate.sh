@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The cluster simulation for CI: its tests (replay byte for byte; the planted bugs are caught: stale
-# leases, unsynced disks, unverified chunks, a manager that ignores targeting; a few seeds under faults)
+# leases, unsynced disks, unverified chunks, a manager that ignores targeting or waves, a rollout gate
+# that skips the bake; a few seeds under faults)
 # and then as many seeds as fit a wall-clock budget.
 #
 # Built with `--cfg tokio_unstable` so turmoil can seed tokio's scheduler (exact replays), in a target dir

@@ -132,7 +132,7 @@ pub async fn deploy(
     print(output, &desired, |d| {
         let waves: Vec<String> = d.policy.waves.iter().map(cascade_core::rollout::Wave::describe).collect();
         format!(
-            "{} generation {}: build {} ({}); waves [{}], bake {} s, failure budget {}, on failure {:?}",
+            "{} generation {}: build {} ({}); waves [{}], bake {} s, failure budget {}, on failure {}",
             d.service,
             d.generation,
             d.build,
@@ -140,7 +140,7 @@ pub async fn deploy(
             waves.join(", "),
             d.policy.bake_secs,
             d.policy.failure_budget.describe(),
-            d.policy.on_failure
+            d.policy.on_failure.name()
         )
     })?;
     if !follow.follow {
@@ -151,15 +151,13 @@ pub async fn deploy(
     let t = followed.totals;
     let end = &followed.end;
     let hosts = if end.hosts.is_empty() { String::new() } else { format!(" (hosts: {})", end.hosts.join(", ")) };
-    eprintln!(
-        "{service} generation {}: {}: {}{hosts}; {}/{} hosts active, {} failed",
-        desired.generation,
-        end.state.name(),
-        end.reason,
-        t.active,
-        t.total,
-        t.failed
-    );
+    // After a roll back the counts are the rolled-back generation's last (hosts on their way back), which
+    // say less than the reason does; the next generation's status says where the hosts are.
+    let counts = match end.state {
+        EndState::RolledBack => String::new(),
+        _ => format!("; {}/{} hosts active, {} failed", t.active, t.total, t.failed),
+    };
+    eprintln!("{service} generation {}: {}: {}{hosts}{counts}", desired.generation, end.state.name(), end.reason);
     if let (EndState::RolledBack, Some(next)) = (end.state, followed.next_generation) {
         eprintln!("{service}: generation {next} restores the previous build: `cascade status --service {service}`");
     }

@@ -147,10 +147,12 @@ pub async fn rollout(
             if interactive() {
                 bar.set_message(format!("{stage}{failed}"));
             } else {
-                eprintln!(
-                    "{service} generation {generation}: {}/{} hosts active{failed}; {stage}",
-                    now.active, now.total
-                );
+                // Before any cluster reported there are no hosts to count, only the stage to say.
+                let counts = match now.total {
+                    0 => String::new(),
+                    total => format!("{}/{total} hosts active{failed}; ", now.active),
+                };
+                eprintln!("{service} generation {generation}: {counts}{stage}");
             }
             last = Some((now, stage_key));
         } else if interactive() {

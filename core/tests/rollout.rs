@@ -195,6 +195,22 @@ fn a_canary_over_budget_rolls_back_to_the_previous_build_as_a_new_generation() {
     assert_eq!(end.state, EndState::RolledBack);
     assert!(end.reason.contains("wave 1 of 2") && end.reason.contains("1 of 1 hosts failed"), "{}", end.reason);
     assert!(end.hosts.iter().any(|h| h.starts_with("eu-bad0")), "{:?}", end.hosts);
+    // A roll back never returns to the build just rolled back: with only the two, there is nothing to.
+    assert_eq!(state.rollback_target(&service()), None);
+    let err = state.apply(&request(2_200, "dora", Command::Rollback { service: service() })).unwrap_err();
+    assert!(matches!(err, CommandError::NothingToRollBack(_)), "{err}");
+    // With an earlier build that completed, that one is the target.
+    let older = build(&mut state, 2_300, 3);
+    let third = deploy(&mut state, 2_400, older, policy(&[percent(100)], 0, 0, "halt"));
+    report(&mut state, 2_500, third.generation, "eu", 4, 0, 0);
+    report(&mut state, 2_500, third.generation, "us", 4, 0, 0);
+    step(&mut state, 2_600, third.generation).unwrap();
+    report(&mut state, 2_700, third.generation, "eu", 4, 4, 0);
+    report(&mut state, 2_700, third.generation, "us", 4, 4, 0);
+    let done = step(&mut state, 2_800, third.generation).unwrap();
+    assert_eq!(done.progress.end.as_ref().map(|e| e.state), Some(EndState::Complete));
+    deploy(&mut state, 2_900, good, RolloutSection::default());
+    assert_eq!(state.rollback_target(&service()).map(|(b, _)| b), Some(older), "the completed one, not {bad}");
 }
 
 #[test]

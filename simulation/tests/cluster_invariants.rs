@@ -271,3 +271,205 @@ fn a_host_holding_or_running_a_service_it_does_not_run_is_flagged() {
     assert!(flagged.detail.contains("services/web/current"), "{}", flagged.detail);
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// Generation `generation` of `service` deploying build `build` (of `digest`) under the simulation's
+/// rollout policy, with `progress`.
+fn waved(service: &ServiceName, build: u64, digest: &Digest, generation: u64) -> DesiredVersion {
+    let policy = cascade_simulation::cluster::scenario::rollout(0)
+        .apply_to(&Default::default())
+        .expect("the simulation's policy is valid");
+    DesiredVersion {
+        service: service.clone(),
+        build: JobId(build),
+        artifact: Artifact { digest: digest.clone(), size: 1, manifest_key: "m".into(), deploy: Default::default() },
+        generation,
+        set_by: Principal::parse("client").expect("valid principal"),
+        set_at: UnixMillis(0),
+        control: Default::default(),
+        policy,
+        progress: Default::default(),
+        origin: Default::default(),
+    }
+}
+
+/// Makes `version` the current one of its service, in the desired versions and the history.
+fn make_current(state: &mut State, version: &DesiredVersion) {
+    state.desired.insert(version.service.clone(), version.clone());
+    let history = state.deploy_history.entry(version.service.clone()).or_default();
+    history.retain(|d| d.generation != version.generation);
+    history.push(version.clone());
+}
+
+fn opened(at: u64, allotment: Vec<cascade_core::rollout::Allotment>) -> cascade_core::rollout::OpenedWave {
+    cascade_core::rollout::OpenedWave { at: UnixMillis(at), allotment, failed_before: 0, admitted_before: 0 }
+}
+
+fn ended(state: cascade_core::rollout::EndState) -> Option<cascade_core::rollout::RolloutEnd> {
+    Some(cascade_core::rollout::RolloutEnd { state, at: UnixMillis(9_000), reason: "test".into(), hosts: vec![] })
+}
+
+#[test]
+fn a_wave_opened_before_the_last_one_baked_is_flagged() {
+    use cascade_simulation::cluster::invariants::wave_order::Bakes;
+    let api = ServiceName::parse("api").expect("valid service");
+    let mut version = waved(&api, 0, &Digest::parse("a".repeat(64)).expect("valid digest"), 1);
+    let mut state = State::default();
+    let mut bakes = Bakes::default();
+    make_current(&mut state, &version);
+    bakes.check(&state, 1).expect("nothing opened");
+    version.progress.opened.push(opened(1_000, vec![]));
+    make_current(&mut state, &version);
+    bakes.check(&state, 2).expect("the first wave has nothing to bake");
+    version.progress.healthy_since = Some(UnixMillis(2_000));
+    make_current(&mut state, &version);
+    bakes.check(&state, 3).expect("healthy");
+
+    // The policy bakes 1 s: a wave 999 ms after the last one was found healthy is early, 1 s is not.
+    let (mut early, mut on_time) = (version.clone(), version.clone());
+    early.progress.opened.push(opened(2_999, vec![]));
+    early.progress.healthy_since = None;
+    on_time.progress.opened.push(opened(3_000, vec![]));
+    on_time.progress.healthy_since = None;
+    let (mut early_state, mut early_bakes) = (state.clone(), Bakes::default());
+    early_bakes.check(&state, 3).expect("seen healthy");
+    make_current(&mut early_state, &early);
+    let flagged = early_bakes.check(&early_state, 4).expect_err("opened before the bake");
+    assert_eq!(flagged.invariant, "wave_order");
+    assert!(flagged.detail.contains("baked 999 ms"), "{}", flagged.detail);
+    make_current(&mut state, &on_time);
+    bakes.check(&state, 4).expect("opened after the bake");
+
+    // A wave opened without the last one ever found healthy skipped the bake altogether.
+    let mut unbaked = waved(&api, 0, &Digest::parse("a".repeat(64)).expect("valid digest"), 2);
+    unbaked.progress.opened.push(opened(5_000, vec![]));
+    make_current(&mut state, &unbaked);
+    bakes.check(&state, 5).expect("a new generation's first wave");
+    unbaked.progress.opened.push(opened(9_000, vec![]));
+    make_current(&mut state, &unbaked);
+    let flagged = bakes.check(&state, 6).expect_err("never healthy");
+    assert!(flagged.detail.contains("before it was found healthy"), "{}", flagged.detail);
+}
+
+#[test]
+fn an_activation_no_open_wave_admits_is_flagged() {
+    use cascade_core::rollout::{wave_rank, Allotment, EndState};
+    use cascade_core::{ClusterName, Region};
+    use cascade_simulation::cluster::invariants::wave_order::{check_activation, Cluster};
+    let api = ServiceName::parse("api").expect("valid service");
+    let digest = Digest::parse("a".repeat(64)).expect("valid digest");
+    let region = Region::parse("region-l1").expect("valid region");
+    let cluster = ClusterName::parse("c1").expect("valid cluster");
+    let targeted = vec!["h1a".to_string(), "h1b".to_string()];
+    let place = Cluster { region: &region, cluster: &cluster, targeted: &targeted };
+    let mut version = waved(&api, 0, &digest, 1);
+    let (first, second) = if wave_rank("h1a", 1) < wave_rank("h1b", 1) { ("h1a", "h1b") } else { ("h1b", "h1a") };
+    let mut state = State::default();
+    make_current(&mut state, &version);
+    let flagged = check_activation(&state, first, &place, &api, &digest).expect_err("no wave open");
+    assert_eq!(flagged.invariant, "wave_order");
+
+    // The canary wave gives this cluster one host: the first in wave order.
+    let canary = Allotment { region: region.clone(), cluster: cluster.clone(), hosts: 1 };
+    version.progress.opened.push(opened(1_000, vec![canary]));
+    make_current(&mut state, &version);
+    check_activation(&state, first, &place, &api, &digest).expect("the canary");
+    let flagged = check_activation(&state, second, &place, &api, &digest).expect_err("not the canary");
+    assert!(flagged.detail.contains("1 of 2 hosts admitted"), "{}", flagged.detail);
+    let other = Digest::parse("b".repeat(64)).expect("valid digest");
+    assert!(check_activation(&state, first, &place, &api, &other).is_err(), "no generation deploys it");
+
+    // Half of two hosts is still the canary; the whole cluster, or a completed rollout, admits both.
+    version.progress.opened.push(opened(3_000, vec![]));
+    make_current(&mut state, &version);
+    assert!(check_activation(&state, second, &place, &api, &digest).is_err(), "50 % of 2 is 1");
+    let mut complete = version.clone();
+    complete.progress.end = ended(EndState::Complete);
+    make_current(&mut state, &complete);
+    check_activation(&state, second, &place, &api, &digest).expect("a completed rollout admits every host");
+}
+
+#[test]
+fn an_activation_long_after_its_rollout_ended_is_flagged() {
+    use cascade_core::rollout::EndState;
+    use cascade_simulation::cluster::invariants::halted_rollout_activates_nothing_new::{Tracker, GRACE};
+    use std::time::Duration;
+    let api = ServiceName::parse("api").expect("valid service");
+    let digest = Digest::parse("a".repeat(64)).expect("valid digest");
+    let mut version = waved(&api, 0, &digest, 1);
+    let mut state = State::default();
+    let mut tracker = Tracker::default();
+    make_current(&mut state, &version);
+    assert!(tracker.note(&state, Duration::from_secs(1)).is_empty(), "nothing ended");
+    version.progress.end = ended(EndState::Failed);
+    make_current(&mut state, &version);
+    assert_eq!(tracker.note(&state, Duration::from_secs(10)).len(), 1, "the halt is noted");
+    let at = |secs| Duration::from_secs(10) + Duration::from_secs(secs);
+    tracker.check_activation(&state, "h1a", &api, &digest, at(1)).expect("an activation on its way");
+    let flagged = tracker.check_activation(&state, "h1a", &api, &digest, at(GRACE.as_secs() + 1));
+    assert_eq!(flagged.expect_err("long after the halt").invariant, "halted_rollout_activates_nothing_new");
+
+    // The same build deployed again by a rollout that still switches may be activated.
+    let again = waved(&api, 0, &digest, 2);
+    make_current(&mut state, &again);
+    tracker.note(&state, at(20));
+    tracker.check_activation(&state, "h1a", &api, &digest, at(60)).expect("the new generation switches");
+}
+
+#[test]
+fn a_rollback_to_the_wrong_build_or_a_host_left_on_the_failed_release_is_flagged() {
+    use cascade_core::rollout::{DeployOrigin, EndState};
+    use cascade_core::state::{ClusterRollout, RolloutCounts};
+    use cascade_core::{ClusterName, Region};
+    use cascade_simulation::cluster::invariants::rollback_restores_previous::{check_build, Host, Tracker};
+    let api = ServiceName::parse("api").expect("valid service");
+    let (good, bad) = (Digest::parse("a".repeat(64)).expect("digest"), Digest::parse("b".repeat(64)).expect("digest"));
+    let mut state = State::default();
+    let mut first = waved(&api, 0, &good, 1);
+    first.progress.end = ended(EndState::Superseded);
+    make_current(&mut state, &first);
+    let mut failed = waved(&api, 1, &bad, 2);
+    failed.progress.end = ended(EndState::RolledBack);
+    make_current(&mut state, &failed);
+    let mut rollback = waved(&api, 0, &good, 3);
+    rollback.origin = DeployOrigin::AutoRollback { of: 2 };
+    make_current(&mut state, &rollback);
+    check_build(&state, 7).expect("back to build 0");
+    let mut wrong = rollback.clone();
+    wrong.build = JobId(1);
+    let mut wrong_state = state.clone();
+    make_current(&mut wrong_state, &wrong);
+    assert_eq!(check_build(&wrong_state, 7).expect_err("build 1 failed").invariant, "rollback_restores_previous");
+
+    // h1a switched to the failed release; the rollback completed and its report counts both hosts active.
+    let dir = std::env::temp_dir().join(format!("cascade-sim-rollback-{}", std::process::id()));
+    let (h1a, h1b) = (dir.join("h1a"), dir.join("h1b"));
+    host_with_release(&h1a, &bad, b"bad");
+    host_with_release(&h1b, &good, b"good");
+    let region = Region::parse("region-l1").expect("valid region");
+    let cluster = ClusterName::parse("c1").expect("valid cluster");
+    rollback.progress.end = ended(EndState::Complete);
+    make_current(&mut state, &rollback);
+    let counts = RolloutCounts { total: 2, active: 2, ..Default::default() };
+    let report = ClusterRollout {
+        counts,
+        reported_at: UnixMillis(9_000),
+        reported_by: None,
+        failures: Default::default(),
+        pending: vec![],
+        hosts_seen: 2,
+    };
+    state.rollouts.insert((api.clone(), 3), [((region.clone(), cluster.clone()), report)].into());
+    let hosts = |_: &ServiceName| {
+        [("h1a", &h1a), ("h1b", &h1b)]
+            .into_iter()
+            .map(|(name, data_dir)| Host { name, region: &region, cluster: &cluster, data_dir, targeted: true })
+            .collect()
+    };
+    let mut tracker = Tracker::default();
+    tracker.activated("h1a", &api, &bad);
+    let flagged = tracker.check_hosts(&state, hosts).expect_err("h1a still runs the failed release");
+    assert_eq!(flagged.invariant, "rollback_restores_previous");
+    host_with_release(&h1a, &good, b"good");
+    tracker.check_hosts(&state, hosts).expect("h1a runs the previous release again");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -145,3 +145,40 @@ fn a_seed_reproduces_the_service_mix_whatever_the_thread_count() {
         b.services.iter().map(|s| s.p100_s).collect::<Vec<_>>()
     );
 }
+
+/// The fleet model's waves on a small fleet: `[1 cluster, 50 %, 100 %]` over 3 one-cluster regions.
+fn staged_policy() -> cascade_core::rollout::RolloutPolicy {
+    use cascade_core::rollout::{RolloutPolicy, RolloutSection, WaveSection};
+    let wave = |clusters, percent| WaveSection { clusters, percent, ..WaveSection::default() };
+    let section = RolloutSection {
+        waves: Some(vec![wave(Some(1), None), wave(None, Some(50)), wave(None, Some(100))]),
+        on_failure: Some("rollback".into()),
+        ..RolloutSection::default()
+    };
+    section.apply_to(&RolloutPolicy::default()).expect("a valid policy")
+}
+
+#[test]
+fn waves_open_in_order_and_a_bad_build_reaches_only_the_canary_cluster() {
+    use cascade_core::rollout::EndState;
+    let p = small_fleet();
+    let fanout = fleet::run(&p);
+    let run = |bad_build| {
+        let params = fleet::WaveParams { policy: staged_policy(), switch_s: 5.0, gate_s: 0.5, bad_build };
+        fleet::run_waves(&fanout, &params)
+    };
+    let good = run(false);
+    assert_eq!(good.end.as_ref().map(|(state, _, _)| *state), Some(EndState::Complete), "{:?}", good.end);
+    assert_eq!(good.opened.len(), 3, "every wave opened: {:?}", good.opened);
+    for pair in good.opened.windows(2) {
+        assert!(pair[0].0 < pair[1].0 && pair[0].1 < pair[1].1, "in order, each admitting more: {:?}", good.opened);
+    }
+    assert_eq!(good.switched, good.hosts, "every surviving host switched");
+    let canary = good.opened[0].1;
+    assert_eq!(canary, u64::from(p.hosts / p.regions), "wave 1 is one whole cluster");
+
+    let bad = run(true);
+    assert_eq!(bad.end.as_ref().map(|(state, _, _)| *state), Some(EndState::RolledBack), "{:?}", bad.end);
+    assert_eq!(bad.opened.len(), 1, "no wave after the canary opened: {:?}", bad.opened);
+    assert!(bad.switched > 0 && bad.switched <= canary, "{} hosts ran the bad build (canary {canary})", bad.switched);
+}

@@ -227,10 +227,18 @@ impl State {
         self.set_desired(now, actor, service, build, None, DeployOrigin::Rollback { of })
     }
 
-    /// The latest history entry with another build than the current one, and the current generation.
-    fn rollback_target(&self, service: &ServiceName) -> Option<(JobId, u64)> {
+    /// What `Rollback` (and an automatic roll back) deploys, and the generation it rolls back: the latest
+    /// build other than the current one whose rollout completed; failing that, the latest other build
+    /// whose rollout neither failed nor was rolled back. So a roll back never returns to a build that was
+    /// itself stopped for failing (after an automatic roll back of #2 to #1, "Roll back" offers #0, not #2).
+    pub fn rollback_target(&self, service: &ServiceName) -> Option<(JobId, u64)> {
         let current = self.desired.get(service)?;
-        let previous = self.deploy_history.get(service)?.iter().rev().find(|d| d.build != current.build)?;
+        let history = self.deploy_history.get(service)?;
+        let others = || history.iter().rev().filter(|d| d.build != current.build);
+        let ended = |d: &DesiredVersion| d.progress.end.as_ref().map(|e| e.state);
+        let previous = others()
+            .find(|d| ended(d) == Some(EndState::Complete))
+            .or_else(|| others().find(|d| !matches!(ended(d), Some(EndState::Failed | EndState::RolledBack))))?;
         Some((previous.build, current.generation))
     }
 

@@ -107,6 +107,16 @@ pub enum OnFailure {
     Rollback,
 }
 
+impl OnFailure {
+    /// As people write it (`on_failure` in `cascade.toml` takes `halt` or `rollback`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Halt => "halt",
+            Self::Rollback => "roll back",
+        }
+    }
+}
+
 /// A validated rollout policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutPolicy {

@@ -180,8 +180,16 @@ async fn build(
 }
 
 /// Runs the client: submits the scenario's builds (retrying each with its idempotency key until it is
-/// acknowledged), then deploys acknowledged builds and now and then cancels one.
-pub async fn run_client(shared: Shared, seed: u64, builds: usize, deploy_until: Option<Duration>) -> turmoil::Result {
+/// acknowledged), then deploys acknowledged builds and now and then cancels one. With `waves` each deploy
+/// asks for the waved policy of [`super::scenario::rollout`]; without, for the build's own (one wave of
+/// every host), as before the region agents, so seeds without them replay as they did.
+pub async fn run_client(
+    shared: Shared,
+    seed: u64,
+    builds: usize,
+    deploy_until: Option<Duration>,
+    waves: bool,
+) -> turmoil::Result {
     let nodes = shared.borrow().node_addrs();
     let mut rng = StdRng::seed_from_u64(seed ^ 0xc1_1e47);
     let actor = Principal::parse("client")?;
@@ -237,7 +245,8 @@ pub async fn run_client(shared: Shared, seed: u64, builds: usize, deploy_until: 
         let command = if rng.gen_bool(0.05) {
             Command::Cancel { job }
         } else {
-            Command::SetDesiredVersion { service: service.clone(), build: job, rollout: None }
+            let rollout = waves.then(|| Box::new(super::scenario::rollout(round)));
+            Command::SetDesiredVersion { service: service.clone(), build: job, rollout }
         };
         match api.write(&actor, command).await {
             Some(Ok(CommandOutput::Desired(d))) => {

@@ -117,9 +117,11 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
     {
         let shared = shared.clone();
         let builds = scenario.builds;
-        // With region agents the client stops deploying when the faults stop, so the hosts can converge.
+        // With region agents the client stops deploying when the faults stop, so the hosts can converge;
+        // without them no manager reports, so no rollout could get past its first wave.
         let deploy_until = options.agents.then_some(Duration::from_millis(scenario.fault_window_ms));
-        sim.host("c1", move || actors::run_client(shared.clone(), seed, builds, deploy_until));
+        let waves = options.agents;
+        sim.host("c1", move || actors::run_client(shared.clone(), seed, builds, deploy_until, waves));
     }
     let mut timeline: BTreeMap<u64, Vec<Action>> = BTreeMap::new();
     for (i, planned) in scenario.faults.iter().enumerate() {
@@ -140,6 +142,7 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
     let mut converged_at = None;
     let mut next_check = heal_at;
     let mut next_scan = Duration::ZERO;
+    let mut broken_planted = scenario.broken_release.is_none();
     let failure = loop {
         let now = sim.elapsed();
         let now_ms = now.as_millis() as u64;
@@ -182,6 +185,9 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
         if let Err(v) = checker.observe_agents(&mut shared.borrow_mut(), now, scan) {
             break Some(violation(v));
         }
+        if scan && !broken_planted {
+            broken_planted = break_release(&mut shared.borrow_mut(), &scenario, checker.shadow(), now);
+        }
         if now >= heal_at && now >= next_check {
             next_check = now + CONVERGENCE_CHECK_EVERY;
             if !options.liveness {
@@ -202,7 +208,7 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
                 Err(v) => break Some(violation(v)),
             }
             if now >= deadline {
-                let why = not_converged(&shared.borrow());
+                let why = not_converged(&shared.borrow(), now);
                 break Some(Failure {
                     invariant: "liveness".into(),
                     detail: format!("not converged {:?} after the faults stopped: {why}", options.liveness_bound),
@@ -231,6 +237,33 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
     drop(sim);
     let _ = std::fs::remove_dir_all(&run_dir);
     Outcome { seed, scenario: scenario.to_string(), failure, trace, sim_time, steps, stats: checker.stats() }
+}
+
+/// Plants the scenario's broken release once its build succeeded: a file where the host would install the
+/// release, so its activation fails as on a disk that refuses it (the host puts its previous release back
+/// and reports the failure). Whether it is planted now.
+fn break_release(world: &mut World, scenario: &Scenario, committed: &cascade_core::State, now: Duration) -> bool {
+    let Some((region, host, build)) = scenario.broken_release else { return true };
+    let key = format!("sim-{}-{build}", scenario.seed);
+    let Some(job) = world.acked_submits.iter().find(|a| a.key == key).map(|a| a.job) else { return false };
+    let Some(job) = committed.jobs.get(&job) else { return false };
+    let cascade_core::JobStatus::Succeeded { artifact } = &job.status else { return job.status.is_terminal() };
+    let name = scenario.agents().into_iter().filter(|(_, r, manager)| *r == region && !manager).nth(host);
+    let Some(slot) = name.and_then(|(name, _, _)| world.agents.iter().find(|a| a.name == name)) else { return true };
+    // A release of a service the host does not run is never sent to it (and would be a finding if held).
+    if !slot.services.contains(&job.service) {
+        return true;
+    }
+    let releases = slot.data_dir.join("releases");
+    let blocker = releases.join(artifact.digest.as_str());
+    let planted = std::fs::create_dir_all(&releases).and_then(|()| std::fs::write(&blocker, b"refused"));
+    let what = match planted {
+        Ok(()) => format!("disk refuses the release of build {} ({})", job.id, agents::short(&artifact.digest)),
+        Err(e) => format!("cannot plant the broken release of build {}: {e}", job.id),
+    };
+    let host = slot.name.clone();
+    world.trace.push(now, &host, what);
+    true
 }
 
 fn violation(v: Violation) -> Failure {
@@ -451,7 +484,9 @@ fn converged(world: &World, checker: &Checker) -> Result<bool, Violation> {
     if !all_terminal {
         return Ok(false);
     }
-    if leader.read(|v| v.state.unfinished_rollouts().next().is_some()) {
+    // Without region agents the client never stops deploying and no manager reports: rollouts are left
+    // to the runs with agents.
+    if !world.agents.is_empty() && leader.read(|v| v.state.unfinished_rollouts().next().is_some()) {
         return Ok(false);
     }
     for slot in &world.nodes {
@@ -550,12 +585,14 @@ fn hosts_reported_failed(world: &World) -> Vec<String> {
     host_progress(world).into_iter().filter(|(p, _)| *p == Progress::ReportedFailed).map(|(_, what)| what).collect()
 }
 
-/// Why the cluster has not converged, for the failure report.
-fn not_converged(world: &World) -> String {
+/// Why the cluster has not converged at `now` (after the heal, so every clock is unskewed), for the
+/// failure report.
+fn not_converged(world: &World, now: Duration) -> String {
     let mut parts = vec![format!("client done: {}, deploys done: {}", world.client_done, world.deploys_done)];
     parts.extend(hosts_behind(world));
     if let Some(leader) = world.nodes.iter().filter_map(|n| n.node.as_ref()).find(|n| n.is_leader()) {
-        let now = leader.clock.now();
+        // Not the node's clock: outside a host's turn it has no simulated time to read.
+        let now = cascade_core::UnixMillis(super::clock::EPOCH_MS + now.as_millis() as u64);
         parts.extend(leader.read(|v| {
             let state = &v.state;
             state

@@ -72,6 +72,10 @@ pub struct Scenario {
     pub hosts_per_region: Vec<usize>,
     /// The host agent (region index, host index) that serves corrupt chunks for the whole run, if any.
     pub corrupt_host: Option<(usize, usize)>,
+    /// A host agent (region index, host index) whose disk refuses the release of the client's `n`-th
+    /// build (the third number): its activation fails, so the rollout that reaches it goes over its failure
+    /// budget and halts or rolls back.
+    pub broken_release: Option<(usize, usize, usize)>,
 }
 
 impl Scenario {
@@ -143,6 +147,7 @@ impl Scenario {
             faults: plan,
             hosts_per_region: Vec::new(),
             corrupt_host: None,
+            broken_release: None,
         };
         if agents {
             scenario.add_agents(faults);
@@ -161,6 +166,14 @@ impl Scenario {
         }
         if !faults {
             return;
+        }
+        // A generator of its own, so the draws below stay those of before it.
+        let mut broken = StdRng::seed_from_u64(self.seed ^ 0xb20c_e2ed);
+        if broken.gen_bool(0.5) {
+            let region = broken.gen_range(0..self.learners);
+            // Hosts 0-2 run a service each deploy can target; a fourth runs none.
+            let host = broken.gen_range(0..self.hosts_per_region[region].min(3));
+            self.broken_release = Some((region, host, broken.gen_range(0..self.builds)));
         }
         for _ in 0..rng.gen_range(1..=4) {
             let region = rng.gen_range(0..self.learners);
@@ -240,9 +253,38 @@ impl fmt::Display for Scenario {
             self.seed, VOTERS, self.learners, self.workers, self.builds, self.sync_ms, self.fault_window_ms
         )?;
         if !self.hosts_per_region.is_empty() {
-            write!(f, "hosts per region {:?}, corrupt host {:?}, ", self.hosts_per_region, self.corrupt_host)?;
+            write!(
+                f,
+                "hosts per region {:?}, corrupt host {:?}, broken release {:?}, ",
+                self.hosts_per_region, self.corrupt_host, self.broken_release
+            )?;
         }
         let faults: Vec<String> = self.faults.iter().map(|p| format!("{}ms {:?}", p.at_ms, p.fault)).collect();
         write!(f, "[{}]", faults.join(", "))
+    }
+}
+
+/// Seconds each wave of a simulated deploy bakes: above the rollout controller's half-second tick, so a
+/// gate that skips the bake opens the next wave visibly early, and short, so the last deploy of a seed
+/// still completes soon after the faults stop.
+pub const BAKE_SECS: u64 = 1;
+
+/// Seconds a wave of a simulated deploy may go without progress before the rollout halts: longer than
+/// the longest single fault (6 s), so halts stay the exception, and well within the liveness bound.
+pub const PROGRESS_DEADLINE_SECS: u64 = 30;
+
+/// The rollout policy the client's `round`-th deploy asks for: one canary host, half of every cluster,
+/// then all of it, a short bake after each. No failure is tolerated; every other deploy rolls back on a
+/// failure and the others halt, so both ends are exercised. Not drawn: the client's draws stay as they were.
+pub fn rollout(round: usize) -> cascade_core::rollout::RolloutOverride {
+    use cascade_core::rollout::{FailureBudget, OnFailure, RolloutOverride, Wave, WaveSize};
+    let wave = |size| Wave { size, region: None, cluster: None, manual: false };
+    RolloutOverride {
+        waves: Some(vec![wave(WaveSize::Hosts(1)), wave(WaveSize::Percent(50)), wave(WaveSize::Percent(100))]),
+        max_unavailable: Some(0),
+        bake_secs: Some(BAKE_SECS),
+        failure_budget: Some(FailureBudget::Hosts(0)),
+        on_failure: Some(if round.is_multiple_of(2) { OnFailure::Rollback } else { OnFailure::Halt }),
+        progress_deadline_secs: Some(PROGRESS_DEADLINE_SECS),
     }
 }

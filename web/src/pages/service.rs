@@ -15,7 +15,7 @@ use axum::Form;
 use cascade_core::api::Role;
 use cascade_core::rollout::{describe_stage, DeployOrigin};
 use cascade_core::state::{ClusterRollout, DesiredVersion, RolloutControl, RolloutCounts};
-use cascade_core::{ClusterName, Region, ServiceName, UnixMillis};
+use cascade_core::{ClusterName, JobId, Region, ServiceName, UnixMillis};
 use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -55,6 +55,8 @@ struct ServiceView {
     /// Newest first, each with its rollout's counts summed over every cluster that reported.
     history: Vec<(DesiredVersion, Option<RolloutCounts>)>,
     rollout: BTreeMap<(Region, ClusterName), ClusterRollout>,
+    /// What "Roll back" deploys (core's choice: never a build that was itself rolled back).
+    rollback_to: Option<JobId>,
 }
 
 /// Lower-case name of a rollout control, as shown and as read by tests (`data-control`).
@@ -293,9 +295,10 @@ pub async fn show<B: ConsoleBackend>(
             .as_ref()
             .and_then(|d| state.rollouts.get(&(service.clone(), d.generation)).cloned())
             .unwrap_or_default();
-        ServiceView { desired, history, rollout }
+        let rollback_to = state.rollback_target(&service).map(|(build, _)| build);
+        ServiceView { desired, history, rollout, rollback_to }
     });
-    let previous = view.desired.as_ref().and_then(|d| view.history.iter().map(|(h, _)| h).find(|h| h.build != d.build));
+    let previous = view.rollback_to;
     let current = view.desired.as_ref().map(|d| d.generation);
     let mut regions: BTreeMap<&Region, Vec<(&ClusterName, &ClusterRollout)>> = BTreeMap::new();
     for ((region, cluster), r) in &view.rollout {
@@ -337,7 +340,7 @@ pub async fn show<B: ConsoleBackend>(
                             form.inline method="post" action={"/services/" (service) "/rollback"} {
                                 (csrf_field(&session))
                                 button #rollback type="submit"
-                                    onclick={"return confirm('Roll back to build #" (p.build) "? Every host switches to it at once (a new generation).')"} { "Roll back to build #" (p.build) }
+                                    onclick={"return confirm('Roll back to build #" (p) "? Every host switches to it at once (a new generation).')"} { "Roll back to build #" (p) }
                             }
                         }
                         h2 { "Rollout of generation " (d.generation) }

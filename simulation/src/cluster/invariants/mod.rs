@@ -8,16 +8,20 @@
 
 pub mod acknowledged_build_never_lost;
 pub mod desired_generation_grows;
+pub mod halted_rollout_activates_nothing_new;
 pub mod host_activates_only_manifest_bytes;
 pub mod host_runs_only_its_services;
 pub mod leader_completeness;
 pub mod log_matching;
 pub mod no_stale_lease_result;
+pub mod rollback_restores_previous;
 pub mod single_running_attempt;
 pub mod terminal_states_final;
+pub mod wave_order;
 
 use super::world::World;
-use cascade_core::State;
+use cascade_core::rollout::{DeployOrigin, EndState};
+use cascade_core::{ClusterName, Region, State};
 use cascade_raft_node::types::{Entry, LogId, NodeId};
 use openraft::{EntryPayload, ServerState, Vote};
 use std::collections::BTreeMap;
@@ -84,6 +88,14 @@ pub struct CheckStats {
     pub activations: u64,
     /// Releases hashed by `host_activates_only_manifest_bytes`.
     pub releases_hashed: u64,
+    /// Rollout waves the committed state opened (over every generation).
+    pub waves_opened: u64,
+    /// Rollouts that ended complete.
+    pub rollouts_complete: u64,
+    /// Rollouts that ended failed (halted) or aborted.
+    pub rollouts_halted: u64,
+    /// Automatic rollbacks deployed.
+    pub auto_rollbacks: u64,
 }
 
 /// Checks every invariant as the run goes.
@@ -97,6 +109,9 @@ pub struct Checker {
     terminal: terminal_states_final::Tracker,
     desired: desired_generation_grows::Tracker,
     releases: host_activates_only_manifest_bytes::Tracker,
+    bakes: wave_order::Bakes,
+    ended: halted_rollout_activates_nothing_new::Tracker,
+    switched: rollback_restores_previous::Tracker,
     stats: CheckStats,
 }
 
@@ -123,7 +138,19 @@ impl Checker {
 
     /// Counts so far.
     pub fn stats(&self) -> CheckStats {
-        self.stats
+        let mut stats = self.stats;
+        for version in self.shadow.deploy_history.values().flatten() {
+            stats.waves_opened += version.progress.opened.len() as u64;
+            match version.progress.end.as_ref().map(|e| e.state) {
+                Some(EndState::Complete) => stats.rollouts_complete += 1,
+                Some(EndState::Failed | EndState::Aborted) => stats.rollouts_halted += 1,
+                _ => {}
+            }
+            if matches!(version.origin, DeployOrigin::AutoRollback { .. }) {
+                stats.auto_rollbacks += 1;
+            }
+        }
+        stats
     }
 
     /// Looks at every live replica after a step: records role changes in the trace and checks everything.
@@ -176,6 +203,7 @@ impl Checker {
             world.trace.push(now, &host, event);
         }
         // Feed the shadow up to the furthest replica, entry by entry, from any log that still holds it.
+        let fed_from = self.shadow_index;
         let target = replicas.iter().map(|r| r.3.map_or(0, |l| l.index)).max().unwrap_or(0);
         for _ in 0..MAX_FEED_PER_STEP {
             if self.shadow_index >= target {
@@ -198,8 +226,14 @@ impl Checker {
                     self.shadow_index = applied.map_or(0, |l| l.index);
                     self.history.record(self.shadow_index, *applied, digest(&self.shadow));
                     self.stats.resyncs += 1;
+                    self.bakes.forget();
                     world.trace.push(now, "sim", format!("shadow adopted {name}'s state at {}", self.shadow_index));
                 }
+            }
+        }
+        if self.shadow_index != fed_from {
+            for event in self.bakes.take_opened().into_iter().chain(self.ended.note(&self.shadow, now)) {
+                world.trace.push(now, "sim", event);
             }
         }
         for (name, node, _, applied, changed) in &replicas {
@@ -223,16 +257,55 @@ impl Checker {
             Ok(mut pending) => std::mem::take(&mut *pending),
             Err(_) => Vec::new(),
         };
+        // Most steps have neither: skip the lookups below, which every step would otherwise pay.
+        if pending.is_empty() && !scan {
+            return Ok(());
+        }
+        let regions: Vec<Region> =
+            world.nodes.iter().filter(|n| !n.voter).map(|n| super::agents::region_of(&n.name)).collect();
+        let cluster = ClusterName::parse(super::agents::CLUSTER).map_err(|e| Violation::new("sim", e.to_string()))?;
         for activation in pending {
             let Some(slot) = world.agents.get(activation.agent) else { continue };
             let (name, dir, runs) = (slot.name.clone(), slot.data_dir.clone(), slot.services.clone());
+            let region_index = slot.region;
             self.stats.activations += 1;
             let short = super::agents::short(&activation.digest);
             world.trace.push(now, &name, format!("activated {} at {short}", activation.service));
             host_runs_only_its_services::check_activation(&name, &runs, &activation.service, &activation.digest)?;
             self.releases.check(&name, &dir, &activation.service, &self.shadow.artifacts)?;
+            if let Some(region) = regions.get(region_index) {
+                // Every deploy has the default spec (no placement), so the hosts that run the service are
+                // the ones it targets.
+                let targeted: Vec<String> = world
+                    .agents
+                    .iter()
+                    .filter(|a| !a.manager && a.region == region_index && a.services.contains(&activation.service))
+                    .map(|a| a.name.clone())
+                    .collect();
+                let place = wave_order::Cluster { region, cluster: &cluster, targeted: &targeted };
+                wave_order::check_activation(&self.shadow, &name, &place, &activation.service, &activation.digest)?;
+            }
+            self.ended.check_activation(&self.shadow, &name, &activation.service, &activation.digest, now)?;
+            self.switched.activated(&name, &activation.service, &activation.digest);
         }
         if scan {
+            let hosts = |service: &cascade_core::ServiceName| {
+                world
+                    .agents
+                    .iter()
+                    .filter(|a| !a.manager)
+                    .filter_map(|a| {
+                        Some(rollback_restores_previous::Host {
+                            name: &a.name,
+                            region: regions.get(a.region)?,
+                            cluster: &cluster,
+                            data_dir: &a.data_dir,
+                            targeted: a.services.contains(service),
+                        })
+                    })
+                    .collect()
+            };
+            self.switched.check_hosts(&self.shadow, hosts)?;
             let built = host_runs_only_its_services::services_by_digest(&self.shadow);
             for slot in world.agents.iter().filter(|a| !a.manager) {
                 host_runs_only_its_services::check_files(&slot.name, &slot.data_dir, &slot.services, &built)?;
@@ -254,6 +327,8 @@ impl Checker {
             self.attempts.check(&self.shadow, request, &result, index)?;
             self.terminal.check(&self.shadow, index)?;
             self.desired.check(&self.shadow, index)?;
+            self.bakes.check(&self.shadow, index)?;
+            rollback_restores_previous::check_build(&self.shadow, index)?;
         }
         self.shadow_index = index;
         self.history.record(index, Some(entry.log_id), digest(&self.shadow));
