@@ -1,6 +1,7 @@
 //! An automatic rollback restores the previous release: when generation `G` goes over its failure budget
-//! with `on_failure = "rollback"`, the generation that rolls it back deploys the build the service ran
-//! before `G` (the latest earlier generation with another build), and once that rollback's rollout has
+//! with `on_failure = "rollback"`, the generation that rolls it back deploys the last known-good build
+//! before `G` (the latest earlier generation with another build whose rollout completed; failing that,
+//! one that neither failed nor was rolled back), and once that rollback's rollout has
 //! ended complete, every host that had switched to `G`'s release runs the previous release again.
 //!
 //! The build is checked on every committed entry. The hosts are checked on the 250 ms scan of their
@@ -43,13 +44,19 @@ pub fn check_build(state: &State, index: u64) -> Result<(), Violation> {
                 ),
             ));
         }
-        let previous = history.iter().filter(|d| d.generation < of).rev().find(|d| d.build != failed.build);
+        // The last known-good build: the latest earlier one whose rollout completed; failing that, the
+        // latest earlier one whose rollout neither failed nor was rolled back.
+        let earlier = || history.iter().filter(|d| d.generation < of && d.build != failed.build).rev();
+        let ended = |d: &cascade_core::state::DesiredVersion| d.progress.end.as_ref().map(|e| e.state);
+        let previous = earlier()
+            .find(|d| ended(d) == Some(EndState::Complete))
+            .or_else(|| earlier().find(|d| !matches!(ended(d), Some(EndState::Failed | EndState::RolledBack))));
         if previous.map(|p| p.build) != Some(rollback.build) {
             let expected = previous.map_or_else(|| "none".to_string(), |p| format!("build {}", p.build));
             return Err(Violation::new(
                 NAME,
                 format!(
-                    "entry {index}: {service} generation {} rolls generation {of} (build {}) back to build {}, but the previous build was {expected}",
+                    "entry {index}: {service} generation {} rolls generation {of} (build {}) back to build {}, but the last known-good build was {expected}",
                     rollback.generation, failed.build, rollback.build
                 ),
             ));
