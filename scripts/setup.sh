@@ -7,6 +7,8 @@ need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+# Workers run every build in a bubblewrap sandbox (worker/src/sandbox.rs).
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
 if [ "${CASCADE_WITH_ETCD:-0}" = 1 ]; then
   command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
   command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)

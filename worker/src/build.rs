@@ -103,6 +103,8 @@ async fn attempt(
     mut stop: watch::Receiver<Option<StopReason>>,
 ) -> Outcome {
     note(log, &format!("cascade: building {} at {} for {}", job.repo, job.commit, job.service));
+    // The checkout counts toward the build's time: git and the recipe together stay within the maximum.
+    let started = std::time::Instant::now();
     let credential = worker.config.credential_for(job.repo.as_str());
     let mirror = match interruptible(&mut stop, worker.mirrors.ensure_commit(&job.repo, &job.commit, credential)).await
     {
@@ -121,7 +123,12 @@ async fn attempt(
         Ok(recipe) => recipe,
         Err(e) => return Outcome::failed(e.to_string(), false),
     };
-    let timeout = recipe.timeout(worker.config.max_build_timeout_secs);
+    if let Err(refused) = worker.config.sandbox.allows(recipe.network) {
+        return Outcome::failed(refused, false);
+    }
+    let budget = std::time::Duration::from_secs(worker.config.max_build_timeout_secs);
+    let left = budget.saturating_sub(started.elapsed()).max(std::time::Duration::from_secs(1));
+    let timeout = recipe.timeout(worker.config.max_build_timeout_secs).min(left);
     note(log, &format!("cascade: $ {} (timeout {}s)", recipe.command, timeout.as_secs()));
     let command = BuildCommand {
         script: recipe.command.clone(),
@@ -133,8 +140,10 @@ async fn attempt(
             ("CASCADE_SERVICE".into(), job.service.to_string()),
         ],
         timeout,
+        network: recipe.network,
+        read_only: vec![mirror.clone()],
     };
-    let exit = match run_build(&command, log, stop.clone()).await {
+    let exit = match run_build(&command, &worker.config.sandbox, log, stop.clone()).await {
         Ok(exit) => exit,
         Err(e) => return Outcome::failed(format!("worker could not start the build command: {e}"), true),
     };

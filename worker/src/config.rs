@@ -44,12 +44,20 @@ pub struct WorkerConfig {
     /// Chunk uploads in flight.
     #[serde(default = "default_upload_concurrency")]
     pub upload_concurrency: usize,
+    /// Longest any one git command (clone, fetch, checkout) may take; a stalled server ends the attempt as a
+    /// retryable failure. The checkout's time also counts toward `max_build_timeout_secs`: the recipe gets
+    /// what is left of it.
+    #[serde(default = "default_git_timeout")]
+    pub git_timeout_secs: u64,
     /// Credentials for private repositories, matched by URL prefix.
     #[serde(default)]
     pub git_credentials: Vec<GitCredential>,
     /// Where to serve Prometheus `/metrics` (e.g. `127.0.0.1:9101`); none by default.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// How builds are isolated: a bubblewrap sandbox by default.
+    #[serde(default)]
+    pub sandbox: crate::sandbox::SandboxConfig,
 }
 
 /// A username and password (or token) for repositories whose URL starts with `url_prefix`.
@@ -74,6 +82,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("store", &self.store)
             .field("max_build_timeout_secs", &self.max_build_timeout_secs)
             .field("metrics_listen", &self.metrics_listen)
+            .field("sandbox", &self.sandbox)
             .field("git_credentials", &self.git_credentials.iter().map(|c| &c.url_prefix).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -84,6 +93,9 @@ fn default_max_timeout() -> u64 {
 }
 fn default_max_deploy_timeout() -> u64 {
     600
+}
+fn default_git_timeout() -> u64 {
+    300
 }
 fn default_heartbeat_ms() -> u64 {
     3000
@@ -114,6 +126,7 @@ impl WorkerConfig {
         anyhow::ensure!(!self.servers.is_empty(), "servers: name at least one node address");
         anyhow::ensure!(self.max_build_timeout_secs >= 1, "max_build_timeout_secs must be at least 1");
         anyhow::ensure!(self.max_deploy_timeout_secs >= 1, "max_deploy_timeout_secs must be at least 1");
+        anyhow::ensure!(self.git_timeout_secs >= 1, "git_timeout_secs must be at least 1");
         anyhow::ensure!(
             (100..=60_000).contains(&self.heartbeat_interval_ms),
             "heartbeat_interval_ms must be between 100 and 60000"

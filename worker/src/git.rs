@@ -8,6 +8,7 @@ use crate::config::GitCredential;
 use cascade_core::{CommitSha, RepoUrl};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 use tokio::process::Command;
 
 /// Why the source of a build could not be prepared.
@@ -37,12 +38,19 @@ pub enum GitError {
 #[derive(Debug, Clone)]
 pub struct MirrorCache {
     root: PathBuf,
+    /// Longest any one git command may take; a server that stalls ends the attempt, never pins the worker.
+    timeout: Duration,
 }
 
+/// Below this many bytes per second for [`LOW_SPEED_SECS`], git gives up on an HTTP transfer by itself.
+const LOW_SPEED_BYTES: &str = "1000";
+/// See [`LOW_SPEED_BYTES`].
+const LOW_SPEED_SECS: &str = "30";
+
 impl MirrorCache {
-    /// A cache rooted at `root` (created on first use).
-    pub fn new(root: PathBuf) -> Self {
-        Self { root }
+    /// A cache rooted at `root` (created on first use) whose git commands each end within `timeout`.
+    pub fn new(root: PathBuf, timeout: Duration) -> Self {
+        Self { root, timeout }
     }
 
     /// The mirror directory of `repo`: named by a hash of the URL, so any URL is a safe directory name.
@@ -67,14 +75,14 @@ impl MirrorCache {
             let _ = std::fs::remove_dir_all(&partial);
             let mut clone = git(credential);
             clone.args(["clone", "--mirror", "--quiet", "--", repo.as_str()]).arg(&partial);
-            run(clone).await.map_err(|e| failed("clone", e))?;
+            run(clone, self.timeout).await.map_err(|e| failed("clone", e))?;
             std::fs::rename(&partial, &mirror).map_err(|e| failed("rename", e.to_string()))?;
-        } else if !has_commit(&mirror, sha).await {
+        } else if !has_commit(&mirror, sha, self.timeout).await {
             let mut fetch = git(credential);
             fetch.arg("--git-dir").arg(&mirror).args(["fetch", "--prune", "--quiet", "origin"]);
-            run(fetch).await.map_err(|e| failed("fetch", e))?;
+            run(fetch, self.timeout).await.map_err(|e| failed("fetch", e))?;
         }
-        if !has_commit(&mirror, sha).await {
+        if !has_commit(&mirror, sha, self.timeout).await {
             return Err(GitError::CommitNotFound { sha: sha.clone(), repo: repo.clone() });
         }
         Ok(mirror)
@@ -86,10 +94,10 @@ impl MirrorCache {
         let failed = |what, detail: String| GitError::Failed { what, repo: repo.clone(), detail };
         let mut clone = git(None);
         clone.args(["clone", "--shared", "--no-checkout", "--quiet"]).arg(mirror).arg(dir);
-        run(clone).await.map_err(|e| failed("clone --shared", e))?;
+        run(clone, self.timeout).await.map_err(|e| failed("clone --shared", e))?;
         let mut checkout = git(None);
         checkout.arg("-C").arg(dir).args(["checkout", "--quiet", "--detach", sha.as_str()]);
-        run(checkout).await.map_err(|e| failed("checkout", e))?;
+        run(checkout, self.timeout).await.map_err(|e| failed("checkout", e))?;
         Ok(())
     }
 }
@@ -98,6 +106,12 @@ impl MirrorCache {
 fn git(credential: Option<&GitCredential>) -> Command {
     let mut command = Command::new("git");
     command
+        .args([
+            "-c",
+            &format!("http.lowSpeedLimit={LOW_SPEED_BYTES}"),
+            "-c",
+            &format!("http.lowSpeedTime={LOW_SPEED_SECS}"),
+        ])
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "/bin/false")
         .stdin(Stdio::null())
@@ -114,15 +128,25 @@ fn git(credential: Option<&GitCredential>) -> Command {
     command
 }
 
-async fn has_commit(mirror: &Path, sha: &CommitSha) -> bool {
+async fn has_commit(mirror: &Path, sha: &CommitSha, timeout: Duration) -> bool {
     let mut check = git(None);
     check.arg("--git-dir").arg(mirror).args(["cat-file", "-e", &format!("{sha}^{{commit}}")]);
-    run(check).await.is_ok()
+    run(check, timeout).await.is_ok()
 }
 
-/// Runs a git command; on failure returns its stderr (last 2 KB).
-async fn run(mut command: Command) -> Result<(), String> {
-    let output = command.output().await.map_err(|e| format!("cannot run git: {e}"))?;
+/// Runs a git command for at most `timeout` (then kills it); on failure returns its stderr (last 2 KB).
+async fn run(mut command: Command, timeout: Duration) -> Result<(), String> {
+    let output = match tokio::time::timeout(timeout, command.output()).await {
+        Ok(output) => output.map_err(|e| format!("cannot run git: {e}"))?,
+        // `kill_on_drop`: the dropped future kills git.
+        Err(_) => {
+            return Err(format!(
+                "git did not finish within {} s (the worker's git_timeout_secs): the server accepted the \
+                 connection but stalled; the attempt is retried",
+                timeout.as_secs()
+            ))
+        }
+    };
     if output.status.success() {
         return Ok(());
     }

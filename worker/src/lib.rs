@@ -2,7 +2,7 @@
 //!
 //! A long-running process that claims one job at a time from any node ([`run`]), fetches exactly the
 //! requested commit from a mirror cache ([`git`]), reads the recipe from the commit itself ([`recipe`]), runs
-//! it in its own process group with a hard timeout ([`process`]), uploads the artifact as verified chunks,
+//! it in a sandbox ([`sandbox`]) with a hard timeout ([`process`]), uploads the artifact as verified chunks,
 //! and reports ([`build`]). Start as many as the queue needs; they coordinate only through the leases that
 //! the replicated state hands out.
 
@@ -12,6 +12,7 @@ pub mod git;
 pub mod metrics;
 pub mod process;
 pub mod recipe;
+pub mod sandbox;
 
 pub use config::WorkerConfig;
 
@@ -38,12 +39,20 @@ pub struct Worker {
 
 impl Worker {
     /// Opens the store and the client.
-    pub fn new(config: WorkerConfig) -> anyhow::Result<Self> {
+    pub fn new(mut config: WorkerConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.work_dir)
             .map_err(|e| anyhow::anyhow!("cannot create work_dir {}: {e}", config.work_dir.display()))?;
+        // The sandbox binds paths at the same place: they must be absolute.
+        config.work_dir = std::fs::canonicalize(&config.work_dir)
+            .map_err(|e| anyhow::anyhow!("cannot resolve work_dir {}: {e}", config.work_dir.display()))?;
+        config.sandbox.check().map_err(|e| anyhow::anyhow!("worker {}: {e}", config.id))?;
+        if config.sandbox.kind == sandbox::SandboxKind::None {
+            tracing::warn!(worker = %config.id, "[sandbox] kind = \"none\": builds run with this worker's own rights and see its config and credentials");
+        }
         let client = Arc::new(Client::new(&config.servers, &config.token)?);
         let store = open_store(&config.store)?;
-        let mirrors = git::MirrorCache::new(config.work_dir.join("mirrors"));
+        let mirrors =
+            git::MirrorCache::new(config.work_dir.join("mirrors"), Duration::from_secs(config.git_timeout_secs));
         let metrics = Arc::new(metrics::WorkerMetrics::new());
         Ok(Self { config: Arc::new(config), client, store, mirrors, metrics })
     }

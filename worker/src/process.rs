@@ -1,6 +1,8 @@
-//! Running a build command: its own process group, a scrubbed environment, output into a log file, and a
-//! hard stop (the whole group) on timeout or cancel.
+//! Running a build command: in its sandbox ([`crate::sandbox`]), its own process group, a scrubbed
+//! environment, output into a log file, and a hard stop (the whole group, and with the sandbox its whole
+//! PID namespace) on timeout or cancel.
 
+use crate::sandbox::{Mounts, Network, SandboxConfig, SandboxKind, BWRAP};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -44,6 +46,10 @@ pub struct BuildCommand {
     pub env: Vec<(String, String)>,
     /// Hard timeout.
     pub timeout: Duration,
+    /// The recipe's network (checked against the worker's config before).
+    pub network: Network,
+    /// Paths the build reads at the same place (its mirror).
+    pub read_only: Vec<PathBuf>,
 }
 
 /// The only variables a build inherits from nowhere: a fixed PATH and locale. Everything else the worker
@@ -53,13 +59,28 @@ const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 /// Runs the command with stdout and stderr appended to `log`, until it exits, times out, or `stop` says so.
 pub async fn run_build(
     command: &BuildCommand,
+    sandbox: &SandboxConfig,
     log: &Path,
     mut stop: watch::Receiver<Option<StopReason>>,
 ) -> std::io::Result<BuildExit> {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
     std::fs::create_dir_all(command.scratch.join("tmp"))?;
-    let mut child = Command::new("/bin/sh");
+    let (mut child, tmp) = match sandbox.kind {
+        SandboxKind::Bwrap => {
+            let mounts = Mounts {
+                checkout: &command.dir,
+                home: &command.scratch,
+                read_only: command.read_only.iter().map(PathBuf::as_path).collect(),
+                network: command.network,
+            };
+            let mut child = Command::new(BWRAP);
+            child.args(sandbox.args(&mounts)).arg("/bin/sh");
+            // The sandbox's own /tmp is empty and private.
+            (child, PathBuf::from("/tmp"))
+        }
+        SandboxKind::None => (Command::new("/bin/sh"), command.scratch.join("tmp")),
+    };
     child
         .arg("-c")
         .arg(&command.script)
@@ -68,7 +89,7 @@ pub async fn run_build(
         .env("PATH", BASE_PATH)
         .env("LANG", "C.UTF-8")
         .env("HOME", &command.scratch)
-        .env("TMPDIR", command.scratch.join("tmp"))
+        .env("TMPDIR", tmp)
         .envs(command.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)

@@ -5,6 +5,7 @@
 //! command = "cargo build --release"   # run with /bin/sh -c in the checkout
 //! artifact = "target/release/app"     # the file to upload, relative to the checkout
 //! timeout_secs = 600                  # optional; at most the worker's maximum
+//! network = "none"                    # the default; "host" to fetch dependencies, if the worker allows
 //!
 //! [deploy]                            # optional: how hosts install, start and check the build
 //! install_as = "app"                  # file name in the release dir; the artifact's own by default
@@ -46,6 +47,8 @@ struct BuildSection {
     artifact: PathBuf,
     #[serde(default)]
     timeout_secs: Option<u64>,
+    #[serde(default)]
+    network: crate::sandbox::Network,
 }
 
 /// How to build a commit, and how hosts deploy what it builds.
@@ -57,6 +60,8 @@ pub struct Recipe {
     pub artifact: PathBuf,
     /// Build timeout.
     pub timeout_secs: Option<u64>,
+    /// The network the build runs with.
+    pub network: crate::sandbox::Network,
     /// The validated `[deploy]` section (defaults when there is none), recorded with the build.
     pub deploy: DeploySpec,
 }
@@ -109,7 +114,13 @@ impl Recipe {
             .unwrap_or_default()
             .into_spec(file_name, max_deploy_secs)
             .map_err(|e| RecipeError::Invalid(format!("[deploy] {e}")))?;
-        Ok(Recipe { command: recipe.command, artifact: recipe.artifact, timeout_secs: recipe.timeout_secs, deploy })
+        Ok(Recipe {
+            command: recipe.command,
+            artifact: recipe.artifact,
+            timeout_secs: recipe.timeout_secs,
+            network: recipe.network,
+            deploy,
+        })
     }
 
     /// The timeout to enforce: the recipe's, capped at the worker's maximum.

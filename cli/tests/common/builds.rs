@@ -95,6 +95,22 @@ impl WorkerProcess {
         heartbeat_ms: u64,
         chunk_size: u64,
     ) -> Self {
+        Self::start_configured(dir, name, servers, store, heartbeat_ms, chunk_size, "", "")
+    }
+
+    /// [`Self::start_with_chunks`] with extra top-level keys (`top`) and extra tables (`tables`, e.g. a
+    /// `[sandbox]` section) in the worker's config.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_configured(
+        dir: &Path,
+        name: &str,
+        servers: &[String],
+        store: &StoreConfig,
+        heartbeat_ms: u64,
+        chunk_size: u64,
+        top: &str,
+        tables: &str,
+    ) -> Self {
         let work_dir = dir.join(format!("{name}-work"));
         #[derive(serde::Serialize)]
         struct Section<'a> {
@@ -102,7 +118,7 @@ impl WorkerProcess {
         }
         let store = toml::to_string(&Section { store }).unwrap();
         let config = format!(
-            "id = \"{name}\"\nservers = {servers:?}\ntoken = \"{}\"\nwork_dir = {:?}\nheartbeat_interval_ms = {heartbeat_ms}\nclaim_wait_secs = 2\nchunk_size = {chunk_size}\n\n{store}",
+            "id = \"{name}\"\nservers = {servers:?}\ntoken = \"{}\"\nwork_dir = {:?}\nheartbeat_interval_ms = {heartbeat_ms}\nclaim_wait_secs = 2\nchunk_size = {chunk_size}\n{top}\n{store}\n{tables}",
             super::WORKER,
             work_dir.display().to_string(),
         );
