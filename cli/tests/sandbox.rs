@@ -9,7 +9,7 @@ mod common;
 
 use cascade_core::api::SubmitBuildRequest;
 use cascade_core::{CommitSha, Job, JobId, JobStatus, RepoUrl, ServiceName};
-use common::builds::{local_stores, TestRepo, WorkerProcess};
+use common::builds::{local_stores, wait_terminal, TestRepo, WorkerProcess};
 use common::{single_node_with, BUILDER, VIEWER, WORKER};
 use std::io::Read as _;
 use std::path::Path;
@@ -19,18 +19,6 @@ use std::time::{Duration, Instant};
 
 fn recipe(command: &str, artifact: &str, network: &str) -> String {
     format!("[build]\ncommand = {command:?}\nartifact = {artifact:?}\nnetwork = {network:?}\ntimeout_secs = 300\n")
-}
-
-async fn wait_terminal(client: &cascade_client::Client, id: JobId, within: Duration) -> Job {
-    let deadline = Instant::now() + within;
-    loop {
-        let job = client.get_build(id).await.expect("get build");
-        if job.status.is_terminal() {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "build {id} still {:?} after {within:?}", job.status);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Processes whose command line contains `needle`.

@@ -5,7 +5,7 @@ mod common;
 use cascade_core::api::{BuildDetail, SubmitBuildRequest};
 use cascade_core::state::ReplicationStatus;
 use cascade_core::{CommitSha, Job, JobId, JobStatus, Lease, RepoUrl, ServiceName};
-use common::builds::{artifact_in_local_store, local_stores, TestRepo, WorkerProcess};
+use common::builds::{artifact_in_local_store, local_stores, wait_terminal, TestRepo, WorkerProcess};
 use common::{single_node_with, BUILDER, VIEWER, WORKER};
 use std::time::{Duration, Instant};
 
@@ -22,19 +22,6 @@ fn request(repo: &str, commit: &CommitSha) -> SubmitBuildRequest {
         repo: RepoUrl::parse(repo).unwrap(),
         commit: commit.clone(),
         service: ServiceName::parse("hello").unwrap(),
-    }
-}
-
-/// Polls until the build is terminal; bounded by `within`.
-async fn wait_terminal(client: &cascade_client::Client, id: JobId, within: Duration) -> Job {
-    let deadline = Instant::now() + within;
-    loop {
-        let job = client.get_build(id).await.expect("get build");
-        if job.status.is_terminal() {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "build {id} still {:?} after {within:?}", job.status);
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -9,7 +9,7 @@
 #![cfg(tokio_unstable)]
 
 use cascade_region_agent::manager::fault_injection::ignore_targeting;
-use cascade_simulation::cluster::{run_seed, Options};
+use cascade_simulation::cluster::self_test::caught_within;
 
 /// Seeds tried at most. Every region has hosts that do not run one of the services, so any seed whose
 /// client gets a deploy out should catch it; the budget is for seeds whose builds all fail.
@@ -17,26 +17,5 @@ const SEED_BUDGET: u64 = 10;
 
 #[test]
 fn a_manager_that_ignores_targeting_is_caught() {
-    ignore_targeting(true);
-    let options = Options::default();
-    let mut caught = None;
-    for seed in 0..SEED_BUDGET {
-        let outcome = run_seed(seed, &options);
-        if let Some(failure) = &outcome.failure {
-            caught = Some((seed, failure.clone(), outcome.trace.clone(), outcome.report(20)));
-            break;
-        }
-    }
-    let Some((seed, failure, trace, report)) = caught else {
-        ignore_targeting(false);
-        panic!("no seed in 0..{SEED_BUDGET} caught the manager that ignores targeting");
-    };
-    println!("caught by seed {seed}:\n{report}");
-    assert_eq!(failure.invariant, "host_runs_only_its_services", "{}", failure.detail);
-    let replay = run_seed(seed, &options);
-    ignore_targeting(false);
-    assert_eq!(replay.failure, Some(failure), "replaying seed {seed} fails the same way");
-    assert!(replay.trace == trace, "replaying seed {seed} gives the same trace");
-    let fixed = run_seed(seed, &options);
-    assert!(fixed.passed(), "without the bug seed {seed} passes: {}", fixed.report(20));
+    caught_within(ignore_targeting, SEED_BUDGET, "host_runs_only_its_services", "the manager that ignores targeting");
 }

@@ -9,7 +9,7 @@
 #![cfg(tokio_unstable)]
 
 use cascade_core::rollout::fault_injection::skip_bake;
-use cascade_simulation::cluster::{run_seed, Options};
+use cascade_simulation::cluster::self_test::caught_within;
 
 /// Seeds tried at most. Any seed whose last deploy of a service reaches its second wave catches it (the
 /// controller's next half-second tick opens it, under the simulation's one-second bake); the budget is for
@@ -18,27 +18,6 @@ const SEED_BUDGET: u64 = 5;
 
 #[test]
 fn a_gate_that_skips_the_bake_is_caught() {
-    skip_bake(true);
-    let options = Options::default();
-    let mut caught = None;
-    for seed in 0..SEED_BUDGET {
-        let outcome = run_seed(seed, &options);
-        if let Some(failure) = &outcome.failure {
-            caught = Some((seed, failure.clone(), outcome.trace.clone(), outcome.report(20)));
-            break;
-        }
-    }
-    let Some((seed, failure, trace, report)) = caught else {
-        skip_bake(false);
-        panic!("no seed in 0..{SEED_BUDGET} caught the gate that skips the bake");
-    };
-    println!("caught by seed {seed}:\n{report}");
-    assert_eq!(failure.invariant, "wave_order", "{}", failure.detail);
-    assert!(failure.detail.contains("baked"), "the bake is what is flagged: {}", failure.detail);
-    let replay = run_seed(seed, &options);
-    skip_bake(false);
-    assert_eq!(replay.failure, Some(failure), "replaying seed {seed} fails the same way");
-    assert!(replay.trace == trace, "replaying seed {seed} gives the same trace");
-    let fixed = run_seed(seed, &options);
-    assert!(fixed.passed(), "without the bug seed {seed} passes: {}", fixed.report(20));
+    let caught = caught_within(skip_bake, SEED_BUDGET, "wave_order", "the gate that skips the bake");
+    assert!(caught.failure.detail.contains("baked"), "the bake is what is flagged: {}", caught.failure.detail);
 }

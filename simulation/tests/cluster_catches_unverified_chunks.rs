@@ -7,33 +7,17 @@
 #![cfg(tokio_unstable)]
 
 use cascade_region_agent::releases::fault_injection::trust_unverified_bytes;
-use cascade_simulation::cluster::{run_seed, Options};
+use cascade_simulation::cluster::self_test::caught_within;
 
 /// Seeds scripts/simulate.sh runs in CI at the least; the bug must show within them.
 const CI_SEED_BUDGET: u64 = 40;
 
 #[test]
 fn a_host_that_keeps_unverified_chunks_is_caught_within_the_ci_budget() {
-    trust_unverified_bytes(true);
-    let options = Options::default();
-    let mut caught = None;
-    for seed in 0..CI_SEED_BUDGET {
-        let outcome = run_seed(seed, &options);
-        if let Some(failure) = &outcome.failure {
-            caught = Some((seed, failure.clone(), outcome.trace.clone(), outcome.report(20)));
-            break;
-        }
-    }
-    let Some((seed, failure, trace, report)) = caught else {
-        trust_unverified_bytes(false);
-        panic!("no seed in 0..{CI_SEED_BUDGET} caught the host that keeps unverified chunks");
-    };
-    println!("caught by seed {seed}:\n{report}");
-    assert_eq!(failure.invariant, "host_activates_only_manifest_bytes", "{}", failure.detail);
-    let replay = run_seed(seed, &options);
-    trust_unverified_bytes(false);
-    assert_eq!(replay.failure, Some(failure), "replaying seed {seed} fails the same way");
-    assert!(replay.trace == trace, "replaying seed {seed} gives the same trace");
-    let fixed = run_seed(seed, &options);
-    assert!(fixed.passed(), "without the bug seed {seed} passes: {}", fixed.report(20));
+    caught_within(
+        trust_unverified_bytes,
+        CI_SEED_BUDGET,
+        "host_activates_only_manifest_bytes",
+        "the host that keeps unverified chunks",
+    );
 }

@@ -4,6 +4,7 @@ use cascade_client::blobs::{StoreConfig, StoresConfig};
 use cascade_core::{CommitSha, Manifest};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs git in `dir`, panicking with its stderr on failure; returns stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
@@ -164,4 +165,21 @@ pub fn artifact_in_local_store(store: &Path, digest: &cascade_core::Digest) -> (
         hasher.update(&bytes);
     }
     (cascade_core::manifest::digest_of(hasher.finalize()), size)
+}
+
+/// Polls until build `id` is terminal; bounded by `within`.
+pub async fn wait_terminal(
+    client: &cascade_client::Client,
+    id: cascade_core::JobId,
+    within: Duration,
+) -> cascade_core::Job {
+    let deadline = Instant::now() + within;
+    loop {
+        let job = client.get_build(id).await.expect("get build");
+        if job.status.is_terminal() {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "build {id} still {:?} after {within:?}", job.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -15,6 +15,7 @@ pub const SERVER_C: &str = r#"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
@@ -29,6 +30,9 @@ int main(int argc, char **argv) {
     for (;;) {
         int c = accept(s, 0, 0);
         if (c < 0) continue;
+        /* One connection at a time: a client that connects and sends nothing must not hold the server. */
+        struct timeval t = {1, 0};
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
         char buf[1024];
         ssize_t n = read(c, buf, sizeof buf - 1);
         if (n > 0) {

@@ -27,6 +27,7 @@ pub mod isolation;
 pub mod net;
 pub mod run;
 pub mod scenario;
+pub mod self_test;
 pub mod world;
 
 pub use invariants::CheckStats;
