@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&checkout)?;
     std::fs::create_dir_all(&mirror)?;
     let sandboxed = SandboxConfig::default();
-    sandboxed.check().map_err(|e| anyhow::anyhow!(e))?;
+    sandboxed.check(dir.path()).map_err(|e| anyhow::anyhow!(e))?;
     let plain = SandboxConfig { kind: SandboxKind::None, ..SandboxConfig::default() };
     let command = BuildCommand {
         script: "true".into(),

@@ -204,6 +204,15 @@ pub struct ClusterRollout {
     pub hosts_seen: u64,
 }
 
+impl ClusterRollout {
+    /// The cluster's targeted hosts as the gate sizes its waves: live or offline (so a host going offline
+    /// does not shift the others' wave positions), and never fewer than any report of the generation
+    /// counted.
+    pub fn targeted_hosts(&self) -> u64 {
+        (self.counts.total + self.counts.offline).max(self.hosts_seen)
+    }
+}
+
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {

@@ -45,7 +45,7 @@ impl Worker {
         // The sandbox binds paths at the same place: they must be absolute.
         config.work_dir = std::fs::canonicalize(&config.work_dir)
             .map_err(|e| anyhow::anyhow!("cannot resolve work_dir {}: {e}", config.work_dir.display()))?;
-        config.sandbox.check().map_err(|e| anyhow::anyhow!("worker {}: {e}", config.id))?;
+        config.sandbox.check(&config.work_dir).map_err(|e| anyhow::anyhow!("worker {}: {e}", config.id))?;
         if config.sandbox.kind == sandbox::SandboxKind::None {
             tracing::warn!(worker = %config.id, "[sandbox] kind = \"none\": builds run with this worker's own rights and see its config and credentials");
         }

@@ -65,7 +65,7 @@ pub async fn run_build(
 ) -> std::io::Result<BuildExit> {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let err = out.try_clone()?;
-    std::fs::create_dir_all(command.scratch.join("tmp"))?;
+    std::fs::create_dir_all(&command.scratch)?;
     let (mut child, tmp) = match sandbox.kind {
         SandboxKind::Bwrap => {
             let mounts = Mounts {
@@ -79,7 +79,11 @@ pub async fn run_build(
             // The sandbox's own /tmp is empty and private.
             (child, PathBuf::from("/tmp"))
         }
-        SandboxKind::None => (Command::new("/bin/sh"), command.scratch.join("tmp")),
+        SandboxKind::None => {
+            let tmp = command.scratch.join("tmp");
+            std::fs::create_dir_all(&tmp)?;
+            (Command::new("/bin/sh"), tmp)
+        }
     };
     child
         .arg("-c")

@@ -103,8 +103,9 @@ pub struct Mounts<'a> {
 
 impl SandboxConfig {
     /// Checks at start-up that builds can be sandboxed here: `bwrap` exists and can create the namespaces
-    /// (a sandboxed `true` runs). The error says what to do.
-    pub fn check(&self) -> Result<(), String> {
+    /// and binds a build gets (a sandboxed `true` runs with `work_dir` as its checkout and HOME). The error
+    /// says what to do.
+    pub fn check(&self, work_dir: &Path) -> Result<(), String> {
         if self.kind == SandboxKind::None {
             return Ok(());
         }
@@ -121,8 +122,8 @@ impl SandboxConfig {
         }
         let probe = std::process::Command::new(BWRAP)
             .args(self.args(&Mounts {
-                checkout: Path::new("/"),
-                home: Path::new("/"),
+                checkout: work_dir,
+                home: work_dir,
                 read_only: Vec::new(),
                 network: Network::None,
             }))

@@ -233,12 +233,7 @@ impl State {
     /// itself stopped for failing (after an automatic roll back of #2 to #1, "Roll back" offers #0, not #2).
     pub fn rollback_target(&self, service: &ServiceName) -> Option<(JobId, u64)> {
         let current = self.desired.get(service)?;
-        let history = self.deploy_history.get(service)?;
-        let others = || history.iter().rev().filter(|d| d.build != current.build);
-        let ended = |d: &DesiredVersion| d.progress.end.as_ref().map(|e| e.state);
-        let previous = others()
-            .find(|d| ended(d) == Some(EndState::Complete))
-            .or_else(|| others().find(|d| !matches!(ended(d), Some(EndState::Failed | EndState::RolledBack))))?;
+        let previous = last_known_good(self.deploy_history.get(service)?, current.build)?;
         Some((previous.build, current.generation))
     }
 
@@ -455,4 +450,16 @@ fn gate<'a>(desired: &'a DesiredVersion, clusters: &'a [ClusterSnapshot<'a>]) ->
 
 fn refuse(service: &ServiceName, generation: u64, what: &str) -> CommandError {
     CommandError::RolloutControl { service: service.clone(), generation, what: what.to_string() }
+}
+
+/// The roll back target among `history` (oldest first) for a rollout of `failed_build`: the latest entry
+/// with another build whose rollout completed; failing that, the latest with another build whose rollout
+/// neither failed nor was rolled back. Pure, so the simulation's `rollback_restores_previous` can hold the
+/// committed roll back to the same rule over the history as it stood.
+pub fn last_known_good(history: &[DesiredVersion], failed_build: JobId) -> Option<&DesiredVersion> {
+    let others = || history.iter().rev().filter(|d| d.build != failed_build);
+    let ended = |d: &DesiredVersion| d.progress.end.as_ref().map(|e| e.state);
+    others()
+        .find(|d| ended(d) == Some(EndState::Complete))
+        .or_else(|| others().find(|d| !matches!(ended(d), Some(EndState::Failed | EndState::RolledBack))))
 }

@@ -11,7 +11,7 @@ mod policy;
 mod progress;
 mod stage;
 
-pub use commands::DeployOrigin;
+pub use commands::{last_known_good, DeployOrigin};
 
 pub use policy::{
     BudgetText, FailureBudget, OnFailure, RolloutOverride, RolloutPolicy, RolloutSection, Wave, WaveSection, WaveSize,

@@ -138,9 +138,9 @@ pub struct ClusterSnapshot<'a> {
 }
 
 impl ClusterSnapshot<'_> {
-    /// Targeted hosts, live or not (so a host going offline does not shift the others' wave positions).
+    /// Targeted hosts ([`ClusterRollout::targeted_hosts`]); none before its first report.
     fn hosts(&self) -> u64 {
-        self.report.map_or(0, |r| (r.counts.total + r.counts.offline).max(r.hosts_seen))
+        self.report.map_or(0, ClusterRollout::targeted_hosts)
     }
 }
 

@@ -83,12 +83,6 @@ pub fn wave_state(desired: &DesiredVersion, index: usize, now: UnixMillis) -> Wa
     }
 }
 
-/// Targeted hosts of one cluster as the gate sizes waves: live or offline, and never fewer than any report
-/// of this generation counted (a standby manager may not know every host yet).
-pub fn cluster_hosts(report: &ClusterRollout) -> u64 {
-    (report.counts.total + report.counts.offline).max(report.hosts_seen)
-}
-
 /// Hosts the first `through + 1` waves admit, summed over the clusters that reported; none when it depends
 /// on a `hosts` or `clusters` wave that has not opened yet (those are shared out when they open).
 pub fn admitted_through(
@@ -110,7 +104,7 @@ pub fn admitted_through(
     Some(
         clusters
             .iter()
-            .map(|((region, cluster), report)| admitted(policy, &planned, region, cluster, cluster_hosts(report)))
+            .map(|((region, cluster), report)| admitted(policy, &planned, region, cluster, report.targeted_hosts()))
             .sum(),
     )
 }
@@ -121,7 +115,7 @@ pub fn table(
     clusters: &BTreeMap<(Region, ClusterName), ClusterRollout>,
     now: UnixMillis,
 ) -> Markup {
-    let total: u64 = clusters.values().map(cluster_hosts).sum();
+    let total: u64 = clusters.values().map(ClusterRollout::targeted_hosts).sum();
     let opened = desired.progress.opened.len();
     let paused = desired.control == RolloutControl::Paused && desired.progress.end.is_none();
     let mut before = Some(0u64);

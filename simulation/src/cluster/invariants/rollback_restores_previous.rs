@@ -13,7 +13,7 @@
 //! moved the host on.
 
 use super::Violation;
-use cascade_core::rollout::{DeployOrigin, EndState};
+use cascade_core::rollout::{last_known_good, DeployOrigin, EndState};
 use cascade_core::{ClusterName, Digest, Region, ServiceName, State};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -44,13 +44,9 @@ pub fn check_build(state: &State, index: u64) -> Result<(), Violation> {
                 ),
             ));
         }
-        // The last known-good build: the latest earlier one whose rollout completed; failing that, the
-        // latest earlier one whose rollout neither failed nor was rolled back.
-        let earlier = || history.iter().filter(|d| d.generation < of && d.build != failed.build).rev();
-        let ended = |d: &cascade_core::state::DesiredVersion| d.progress.end.as_ref().map(|e| e.state);
-        let previous = earlier()
-            .find(|d| ended(d) == Some(EndState::Complete))
-            .or_else(|| earlier().find(|d| !matches!(ended(d), Some(EndState::Failed | EndState::RolledBack))));
+        // Core's rule over the history as it stood before the failed generation.
+        let before: Vec<_> = history.iter().filter(|d| d.generation < of).cloned().collect();
+        let previous = last_known_good(&before, failed.build);
         if previous.map(|p| p.build) != Some(rollback.build) {
             let expected = previous.map_or_else(|| "none".to_string(), |p| format!("build {}", p.build));
             return Err(Violation::new(

@@ -16,7 +16,7 @@
 //! own timestamps, which the gate also decides by, so clock skew between leaders cannot fake a breach).
 
 use super::Violation;
-use cascade_core::rollout::{wave_rank, EndState, RolloutPolicy, RolloutProgress, WaveSize};
+use cascade_core::rollout::{admitted, wave_rank};
 use cascade_core::{ClusterName, Digest, Region, ServiceName, State, UnixMillis};
 use std::collections::BTreeMap;
 
@@ -31,40 +31,6 @@ pub struct Cluster<'a> {
     pub cluster: &'a ClusterName,
     /// Every host of the cluster the deploy targets, online or not.
     pub targeted: &'a [String],
-}
-
-/// How many of a cluster's `hosts` targeted hosts the opened waves of `progress` admit, by the policy's
-/// rule: the largest cumulative percentage opened, or the hosts each `hosts`/`clusters` wave allotted this
-/// cluster added up; every host once the rollout completed.
-pub fn admitted_count(
-    policy: &RolloutPolicy,
-    progress: &RolloutProgress,
-    region: &Region,
-    cluster: &ClusterName,
-    hosts: u64,
-) -> u64 {
-    if progress.end.as_ref().is_some_and(|e| e.state == EndState::Complete) {
-        return hosts;
-    }
-    let mut count = 0u64;
-    for (wave, opened) in policy.waves.iter().zip(&progress.opened) {
-        if !wave.selects(region, cluster) {
-            continue;
-        }
-        match wave.size {
-            WaveSize::Percent(p) => count = count.max((hosts * p).div_ceil(100)),
-            WaveSize::Hosts(_) | WaveSize::Clusters(_) => {
-                let allotted: u64 = opened
-                    .allotment
-                    .iter()
-                    .filter(|a| &a.region == region && &a.cluster == cluster)
-                    .map(|a| a.hosts)
-                    .sum();
-                count += allotted;
-            }
-        }
-    }
-    count.min(hosts)
 }
 
 /// `host`'s place (from 0) among `targeted` in `generation`'s wave order, as every manager ranks them.
@@ -90,8 +56,7 @@ pub fn check_activation(
     let mut seen = Vec::new();
     for version in &generations {
         let hosts = cluster.targeted.len() as u64;
-        let admitted =
-            admitted_count(&version.policy, &version.progress, cluster.region, cluster.cluster, hosts) as usize;
+        let admitted = admitted(&version.policy, &version.progress, cluster.region, cluster.cluster, hosts) as usize;
         let place = rank(host, cluster.targeted, version.generation);
         if place.is_some_and(|p| p < admitted) {
             return Ok(());
